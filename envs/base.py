@@ -1,0 +1,97 @@
+"""The environment contract: brax's Env/State plus the few facts a VLA learner needs.
+
+Every task is a pure, jittable, vmappable `Env` with brax's signatures, so brax's wrappers
+(`brax.envs.wrappers.training.wrap`) run on it unchanged:
+
+    reset(rng: PRNGKey) -> State
+    step(state: State, action: f32[D]) -> State
+
+`State` is brax's own dataclass: (pipeline_state, obs, reward, done, metrics, info).
+
+Observation (a flat dict, so brax's tree-mapping wrappers apply):
+    obs[f"image_{camera}"]   uint8[H, W, 3]   one entry per camera in `env.cameras`; row 0 is the
+                                              top of the image, column 0 its left edge.
+    obs["task_id"]           int32[]          index into `env.instructions`; the learner turns it
+                                              into tokens with ITS tokenizer (envs hold no tokenizer).
+    obs["proprio"]           float32[P]       optional proprioception (P = env.proprio_size, 0 = absent).
+
+Reward and termination (brax conventions: float32 scalars):
+    reward      1.0 on the step where the goal predicate first holds, else 0.0 (binary outcome).
+    done        1.0 once the episode is over: success, or a physics blow-up.
+    info["success"]   bool[]  the task's goal predicate, evaluated on the current state.
+    info["unstable"]  bool[]  the physics state became non-finite; the episode ended as a failure.
+
+Time limits are NOT the task's business: the episode-limit wrapper (ours or brax's) adds them.
+Actions are float32[D] in [-1, 1]; out-of-range values are clipped by the task.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env as _BraxEnv
+from brax.envs.base import State
+
+__all__ = ["Env", "State", "image_key", "nonfinite", "freeze_if_unstable"]
+
+
+def image_key(camera: str) -> str:
+  """Observation key of a camera's RGB image."""
+  return f"image_{camera}"
+
+
+class Env(_BraxEnv, abc.ABC):
+  """A brax Env that also says what its observations mean for a language-conditioned policy."""
+
+  @property
+  @abc.abstractmethod
+  def instructions(self) -> Sequence[str]:
+    """Language instruction of each task id (obs["task_id"] indexes this)."""
+
+  @property
+  @abc.abstractmethod
+  def cameras(self) -> Sequence[str]:
+    """Camera names; obs has one `image_{name}` entry per camera."""
+
+  @property
+  @abc.abstractmethod
+  def image_size(self) -> tuple[int, int]:
+    """(H, W) of every camera image."""
+
+  @property
+  def proprio_size(self) -> int:
+    return 0
+
+  @property
+  def num_tasks(self) -> int:
+    return len(self.instructions)
+
+  @property
+  def observation_size(self) -> Mapping[str, tuple[int, ...]]:
+    h, w = self.image_size
+    sizes: dict[str, tuple[int, ...]] = {image_key(c): (h, w, 3) for c in self.cameras}
+    sizes["task_id"] = ()
+    if self.proprio_size:
+      sizes["proprio"] = (self.proprio_size,)
+    return sizes
+
+  @property
+  def backend(self) -> str:
+    return "mjx"
+
+
+def nonfinite(tree: Any) -> jax.Array:
+  """True where any floating leaf of `tree` has a non-finite entry (per environment, unbatched)."""
+  leaves = [x for x in jax.tree_util.tree_leaves(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+  if not leaves:
+    return jnp.asarray(False)
+  return jnp.logical_not(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
+
+
+def freeze_if_unstable(prev: Any, new: Any, unstable: jax.Array) -> Any:
+  """Keep the previous (finite) state where the new one blew up, so NaNs never propagate."""
+  return jax.tree_util.tree_map(lambda p, n: jnp.where(unstable, p, n), prev, new)
