@@ -82,6 +82,14 @@ class Env(_BraxEnv, abc.ABC):
   def backend(self) -> str:
     return "mjx"
 
+  def eval_reset(self, rng: jax.Array) -> State:
+    """Reset from the HELD-OUT initial-state distribution used for evaluation.
+
+    Tasks with a finite set of initial states split it so training never sees these; tasks with a
+    continuous distribution may keep this default (fresh draws are held out by construction).
+    """
+    return self.reset(rng)
+
 
 def nonfinite(tree: Any) -> jax.Array:
   """True where any floating leaf of `tree` has a non-finite entry (per environment, unbatched)."""

@@ -1,0 +1,117 @@
+"""Default GRPO configuration: `get_config("variant=tiny,env=fake_reach")`.
+
+The argument after the colon in `--config=configs/default.py:ARG` is a comma-separated list of
+key=value pairs. Keys: variant (tiny|small|base), env (a registered env name). Any field can then be
+overridden with `--config.rl.group_size=8` style flags.
+"""
+
+import ml_collections
+
+VARIANTS = ("tiny", "small", "base")
+
+
+def parse_arg(arg: str | None, allowed: dict[str, tuple[str, ...] | None]) -> dict[str, str]:
+  """Parses 'k=v,k=v'; unknown keys fail with the list of allowed ones."""
+  out: dict[str, str] = {}
+  for item in filter(None, (arg or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"config argument {item!r} must look like key=value; allowed keys: {sorted(allowed)}")
+    k, v = (s.strip() for s in item.split("=", 1))
+    if k not in allowed:
+      raise ValueError(f"unknown config argument key {k!r}; allowed keys: {sorted(allowed)}")
+    if allowed[k] is not None and v not in allowed[k]:
+      raise ValueError(f"config argument {k}={v!r} not allowed; choose one of {list(allowed[k])}")
+    out[k] = v
+  return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = parse_arg(arg, {"variant": VARIANTS, "env": None})
+  variant = args.get("variant", "tiny")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0
+
+  c.env = ml_collections.ConfigDict()
+  c.env.name = args.get("env", "fake_reach")
+  c.env.episode_length = 16          # control steps T per episode
+  c.env.image_size = 32              # square images, H = W
+  c.env.camera = "agentview"         # the camera the policy sees
+  c.env.kwargs = ml_collections.ConfigDict()  # passed to the env constructor
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "tiny_vla"
+  c.model.patch_size = 8
+  c.model.width = 64
+  c.model.depth = 2
+  c.model.num_heads = 4
+  c.model.mlp_dim = 128
+  c.model.max_text_len = 32
+  c.model.vocab_size = 515           # 259 byte/special ids, then the 256 action-bin ids (last)
+  c.model.num_bins = 256
+  c.model.dtype = "float32"          # compute dtype (bfloat16 on accelerators)
+  c.model.param_dtype = "float32"    # master weights
+  c.model.ordinal_head = True        # extra logit term linear in the bin's action value
+  c.model.ordinal_scale = 8.0
+
+  c.policy = ml_collections.ConfigDict()
+  c.policy.chunk_size = 4            # K actions per policy call
+  c.policy.temperature = 1.6         # rollout sampling (the paper's value)
+  c.policy.eval_temperature = 0.0    # 0 = greedy
+
+  c.rl = ml_collections.ConfigDict()
+  c.rl.num_prompts = 16              # B initial states per step
+  c.rl.group_size = 8                # G rollouts per initial state
+  c.rl.advantage = "grpo"
+  c.rl.adv_eps = 1e-6
+  c.rl.loss = "ppo_clip"
+  c.rl.clip_low = 0.2
+  c.rl.clip_high = 0.28              # clip-higher
+  c.rl.kl_coef = 0.0
+  c.rl.entropy_coef = 0.0
+  c.rl.dynamic_sampling = True
+  c.rl.num_epochs = 1
+  c.rl.minibatch_size = 32           # trajectories per optimiser step
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 0.01
+  c.optim.grad_clip = 1.0
+  c.optim.warmup_steps = 0
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                   # -1: all devices not used by the other axes
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 60
+  c.train.log_every = 1
+  c.train.checkpoint_every = 20
+  c.train.keep_checkpoints = 3
+  c.train.eval_every = 20
+  c.train.eval_num_states = 64       # held-out initial states for greedy evaluation
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.num_processes = 1
+  c.distributed.process_id = -1      # -1: taken from the cluster environment
+  c.distributed.coordinator_address = ""
+
+  if variant == "small":
+    c.env.image_size = 64
+    c.model.width, c.model.depth, c.model.mlp_dim = 256, 4, 1024
+    c.rl.num_prompts, c.rl.minibatch_size = 64, 128
+    c.train.num_steps = 500
+  elif variant == "base":
+    c.env.image_size = 128
+    c.env.episode_length = 64
+    c.policy.chunk_size = 8
+    c.model.patch_size = 16
+    c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_dim = 768, 12, 12, 3072
+    c.model.dtype = "bfloat16"
+    c.rl.num_prompts, c.rl.minibatch_size = 64, 128
+    c.optim.learning_rate = 5e-6
+    c.train.num_steps = 300
+  return c

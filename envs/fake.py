@@ -1,0 +1,126 @@
+"""A cheap pure-JAX pixel task for learner tests and the tiny demo: reach the named coloured target.
+
+A point agent moves in the square [-1, 1]^2. Four coloured targets sit at fixed slots; the language
+instruction names one colour ("reach the red target"). Action (D = 2): a displacement of
+`step_size * clip(a, -1, 1)`. Success (reward 1, done) when the agent is within `radius` of the
+named target. The image is the top-down view: row 0 is y = +1 (top), column 0 is x = -1 (left).
+With `shuffle_targets=True` the colours are assigned to slots at random per episode, so the policy
+must find the colour in the image instead of learning a fixed direction per instruction.
+
+It is a test scaffold, not a benchmark: the MJX manipulation tasks live in envs/tasks/.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.base import Env, State, freeze_if_unstable, image_key, nonfinite
+
+COLOURS = ("red", "green", "blue", "yellow")
+_RGB = jnp.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40]], jnp.uint8)
+_SLOTS = jnp.array([[0.3, 0.0], [-0.3, 0.0], [0.0, 0.3], [0.0, -0.3]], jnp.float32)
+
+
+@struct.dataclass
+class FakePipelineState:
+  pos: jax.Array       # f32[2] agent position
+  targets: jax.Array   # f32[4, 2] position of each colour's target
+
+
+class FakeReach(Env):
+  """See module docstring."""
+
+  def __init__(self, image_size: int = 32, cameras: Sequence[str] = ("agentview",),
+               step_size: float = 0.1, radius: float = 0.15, start_noise: float = 0.1,
+               shuffle_targets: bool = False):
+    if image_size <= 0:
+      raise ValueError(f"image_size={image_size} must be > 0")
+    self._size = int(image_size)
+    self._cameras = tuple(cameras)
+    self.step_size, self.radius = float(step_size), float(radius)
+    self.start_noise, self.shuffle_targets = float(start_noise), bool(shuffle_targets)
+
+  @property
+  def instructions(self) -> tuple[str, ...]:
+    return tuple(f"reach the {c} target" for c in COLOURS)
+
+  @property
+  def cameras(self) -> tuple[str, ...]:
+    return self._cameras
+
+  @property
+  def image_size(self) -> tuple[int, int]:
+    return (self._size, self._size)
+
+  @property
+  def proprio_size(self) -> int:
+    return 2
+
+  @property
+  def action_size(self) -> int:
+    return 2
+
+  @property
+  def backend(self) -> str:
+    return "jax"
+
+  def render(self, ps: FakePipelineState) -> jax.Array:
+    """uint8[H, W, 3] top-down image."""
+    n = self._size
+    centres = (jnp.arange(n, dtype=jnp.float32) + 0.5) / n * 2.0 - 1.0
+    xs, ys = jnp.meshgrid(centres, -centres)  # row 0 is y = +1
+    img = jnp.full((n, n, 3), 90, jnp.uint8)
+    for i in range(len(COLOURS)):
+      d2 = (xs - ps.targets[i, 0]) ** 2 + (ys - ps.targets[i, 1]) ** 2
+      img = jnp.where((d2 < self.radius ** 2)[..., None], _RGB[i], img)
+    d2 = (xs - ps.pos[0]) ** 2 + (ys - ps.pos[1]) ** 2
+    return jnp.where((d2 < (0.6 * self.radius) ** 2)[..., None], jnp.uint8(255), img)
+
+  def _obs(self, ps: FakePipelineState, task_id: jax.Array) -> dict[str, jax.Array]:
+    obs = {image_key(c): self.render(ps) for c in self._cameras}
+    obs["task_id"] = task_id
+    obs["proprio"] = ps.pos
+    return obs
+
+  def _success(self, ps: FakePipelineState, task_id: jax.Array) -> jax.Array:
+    return jnp.sum((ps.pos - ps.targets[task_id]) ** 2) < self.radius ** 2
+
+  def reset(self, rng: jax.Array) -> State:
+    k_task, k_pos, k_perm = jax.random.split(rng, 3)
+    task_id = jax.random.randint(k_task, (), 0, len(COLOURS), dtype=jnp.int32)
+    pos = jax.random.uniform(k_pos, (2,), minval=-self.start_noise, maxval=self.start_noise)
+    targets = _SLOTS
+    if self.shuffle_targets:
+      targets = _SLOTS[jax.random.permutation(k_perm, len(COLOURS))]
+    ps = FakePipelineState(pos=pos, targets=targets)
+    zero = jnp.zeros((), jnp.float32)
+    info = {"success": jnp.zeros((), bool), "unstable": jnp.zeros((), bool), "task_id": task_id}
+    return State(pipeline_state=ps, obs=self._obs(ps, task_id), reward=zero, done=zero,
+                 metrics={"success": zero}, info=info)
+
+  def step(self, state: State, action: jax.Array) -> State:
+    ps = state.pipeline_state
+    task_id = state.info["task_id"]
+    new = ps.replace(pos=jnp.clip(ps.pos + self.step_size * jnp.clip(action, -1.0, 1.0), -1.0, 1.0))
+    unstable = nonfinite(new)
+    new = freeze_if_unstable(ps, new, unstable)
+    success = self._success(new, task_id) & ~unstable
+    reward = (success & ~state.info["success"]).astype(jnp.float32)
+    done = (success | unstable).astype(jnp.float32)
+    info = {**state.info, "success": success, "unstable": unstable}
+    return state.replace(pipeline_state=new, obs=self._obs(new, task_id), reward=reward, done=done,
+                         metrics={"success": success.astype(jnp.float32)}, info=info)
+
+  def expert_action(self, state: State) -> jax.Array:
+    """Scripted expert: straight to the named target (for SFT data and sanity checks)."""
+    ps = state.pipeline_state
+    delta = ps.targets[state.info["task_id"]] - ps.pos
+    return jnp.clip(delta / self.step_size, -1.0, 1.0)
+
+
+def make_fake_reach(*, image_size: int, cameras: Sequence[str], **kwargs) -> FakeReach:
+  return FakeReach(image_size=image_size, cameras=cameras, **kwargs)

@@ -1,0 +1,32 @@
+"""Launches (or resumes) a GRPO run: flags -> ConfigDict -> vla_rl_jax.trainer.train_and_evaluate.
+
+  python -m launch.train --config=configs/default.py:variant=tiny --workdir=/tmp/run \
+      --config.rl.group_size=8
+
+Run the same command on every host of a pod with --config.distributed.num_processes=<hosts>.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the resolved config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
+  from vla_rl_jax import trainer  # after flag parsing; jax stays uninitialised until here
+  summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  evals = summary["eval"]
+  if evals:
+    print(f"success (greedy, held-out): start {evals[0]['success_rate']:.3f} -> "
+          f"end {evals[-1]['success_rate']:.3f}; compile {summary['compile_s']:.1f} s, "
+          f"median step {summary['median_step_s']:.3f} s")
+
+
+if __name__ == "__main__":
+  app.run(main)

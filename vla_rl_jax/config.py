@@ -1,0 +1,321 @@
+"""ConfigDict -> validated, frozen dataclasses: every derived value and every check lives here.
+
+`resolve(config_dict, num_devices)` runs once at start-up. A bad value raises `ConfigError` naming the
+field (`config.rl.group_size`), the value and what is allowed, before anything is compiled. Nothing
+downstream sees a ConfigDict: closures capture these frozen (hashable) dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+from envs import registry as env_registry
+
+LOSS_NAMES = ("ppo_clip", "ppo_clip_token_mean", "reinforce")  # kept equal to rl.losses.LOSSES (tested)
+ADVANTAGE_NAMES = ("grpo", "rloo", "dr_grpo")                   # kept equal to rl.advantages (tested)
+MODEL_NAMES = ("tiny_vla",)
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid; the message names the field and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+  name: str
+  episode_length: int
+  image_size: int
+  camera: str
+  kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  name: str
+  patch_size: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  max_text_len: int
+  vocab_size: int
+  num_bins: int
+  dtype: str
+  param_dtype: str
+  ordinal_head: bool = True
+  ordinal_scale: float = 8.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+  chunk_size: int
+  temperature: float
+  eval_temperature: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+  num_prompts: int
+  group_size: int
+  advantage: str
+  adv_eps: float
+  loss: str
+  clip_low: float
+  clip_high: float
+  kl_coef: float
+  entropy_coef: float
+  dynamic_sampling: bool
+  num_epochs: int
+  minibatch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  learning_rate: float
+  b1: float
+  b2: float
+  weight_decay: float
+  grad_clip: float
+  warmup_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  data: int
+  fsdp: int
+  tensor: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  num_steps: int
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  eval_every: int
+  eval_num_states: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  num_processes: int
+  process_id: int
+  coordinator_address: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  variant: str
+  seed: int
+  env: EnvConfig
+  model: ModelConfig
+  policy: PolicyConfig
+  rl: RLConfig
+  optim: OptimConfig
+  mesh: MeshConfig
+  train: TrainConfig
+  distributed: DistributedConfig
+
+  # Derived values (one place).
+  @property
+  def num_trajectories(self) -> int:
+    """N = B * G trajectories per RL step."""
+    return self.rl.num_prompts * self.rl.group_size
+
+  @property
+  def num_calls(self) -> int:
+    """C = T / K policy calls per episode."""
+    return self.env.episode_length // self.policy.chunk_size
+
+  @property
+  def num_minibatches(self) -> int:
+    return self.num_trajectories // self.rl.minibatch_size
+
+  @property
+  def batch_shards(self) -> int:
+    """Devices the trajectory axis is split over (data x fsdp)."""
+    return self.mesh.data * self.mesh.fsdp
+
+
+_SECTIONS = {
+    "env": EnvConfig, "model": ModelConfig, "policy": PolicyConfig, "rl": RLConfig,
+    "optim": OptimConfig, "mesh": MeshConfig, "train": TrainConfig, "distributed": DistributedConfig,
+}
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+  raise ConfigError(f"config.{field}={value!r}: {allowed}")
+
+
+def _section(name: str, cls: type, raw: Mapping[str, Any]):
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(raw) - set(fields))
+  if unknown:
+    raise ConfigError(f"config.{name} has unknown field(s) {unknown}; known fields: {sorted(fields)}")
+  missing = sorted(k for k, f in fields.items()
+                   if k not in raw and f.default is dataclasses.MISSING)
+  if missing:
+    raise ConfigError(f"config.{name} is missing field(s) {missing}")
+  values = {}
+  for k, f in fields.items():
+    if k not in raw:
+      continue
+    v = raw[k]
+    if k == "kwargs":
+      v = tuple(sorted(dict(v).items()))
+    elif f.type in ("int",):
+      if isinstance(v, bool) or not isinstance(v, int):
+        _fail(f"{name}.{k}", v, "must be an integer")
+    elif f.type in ("float",):
+      if isinstance(v, bool) or not isinstance(v, (int, float)):
+        _fail(f"{name}.{k}", v, "must be a number")
+      v = float(v)
+    elif f.type in ("bool",):
+      if not isinstance(v, bool):
+        _fail(f"{name}.{k}", v, "must be True or False")
+    elif f.type in ("str",):
+      if not isinstance(v, str):
+        _fail(f"{name}.{k}", v, "must be a string")
+    values[k] = v
+  return cls(**values)
+
+
+def _positive(cfg: Config, *fields: str) -> None:
+  for path in fields:
+    section, name = path.split(".")
+    v = getattr(getattr(cfg, section), name)
+    if v <= 0:
+      _fail(path, v, "must be > 0")
+
+
+def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config:
+  """Validates a ConfigDict (or plain nested dict) and returns the frozen Config.
+
+  num_devices: the global device count the mesh must cover (None skips mesh checks, e.g. for
+  offline inspection); mesh.data = -1 is filled in from it.
+  """
+  raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  top = {"variant", "seed", *_SECTIONS}
+  unknown = sorted(set(raw) - top)
+  if unknown:
+    raise ConfigError(f"config has unknown top-level field(s) {unknown}; known: {sorted(top)}")
+  for k in top:
+    if k not in raw:
+      raise ConfigError(f"config is missing the {k!r} field")
+  sections = {k: _section(k, cls, raw[k]) for k, cls in _SECTIONS.items()}
+  if isinstance(raw["seed"], bool) or not isinstance(raw["seed"], int):
+    _fail("seed", raw["seed"], "must be an integer")
+  cfg = Config(variant=str(raw["variant"]), seed=raw["seed"], **sections)
+
+  _positive(cfg, "env.episode_length", "env.image_size", "model.patch_size", "model.width",
+            "model.depth", "model.num_heads", "model.mlp_dim", "model.max_text_len",
+            "policy.chunk_size", "rl.num_prompts", "rl.num_epochs", "rl.minibatch_size",
+            "rl.adv_eps", "optim.learning_rate", "train.num_steps", "train.log_every",
+            "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
+            "train.eval_num_states", "mesh.fsdp", "mesh.tensor", "distributed.num_processes")
+
+  if cfg.env.name not in env_registry.names():
+    _fail("env.name", cfg.env.name, f"unknown env; registered envs: {list(env_registry.names())}")
+  if cfg.model.name not in MODEL_NAMES:
+    _fail("model.name", cfg.model.name, f"unknown model; choose one of {list(MODEL_NAMES)}")
+  for f in ("dtype", "param_dtype"):
+    if getattr(cfg.model, f) not in DTYPES:
+      _fail(f"model.{f}", getattr(cfg.model, f), f"choose one of {list(DTYPES)}")
+  if cfg.rl.loss not in LOSS_NAMES:
+    _fail("rl.loss", cfg.rl.loss, f"unknown loss; choose one of {list(LOSS_NAMES)}")
+  if cfg.rl.advantage not in ADVANTAGE_NAMES:
+    _fail("rl.advantage", cfg.rl.advantage, f"unknown advantage; choose one of {list(ADVANTAGE_NAMES)}")
+  if cfg.rl.group_size < 2:
+    _fail("rl.group_size", cfg.rl.group_size,
+          "must be >= 2 (group-relative advantages compare rollouts from one initial state)")
+  if not 0.0 <= cfg.rl.clip_low < 1.0:
+    _fail("rl.clip_low", cfg.rl.clip_low, "must be in [0, 1) (the ratio is clipped below at 1 - clip_low)")
+  if cfg.rl.clip_high < 0.0:
+    _fail("rl.clip_high", cfg.rl.clip_high, "must be >= 0 (the ratio is clipped above at 1 + clip_high)")
+  for f in ("kl_coef", "entropy_coef"):
+    if getattr(cfg.rl, f) < 0:
+      _fail(f"rl.{f}", getattr(cfg.rl, f), "must be >= 0")
+  if cfg.policy.temperature <= 0:
+    _fail("policy.temperature", cfg.policy.temperature, "must be > 0 (sampling needs a temperature)")
+  if cfg.policy.eval_temperature < 0:
+    _fail("policy.eval_temperature", cfg.policy.eval_temperature, "must be >= 0 (0 means greedy)")
+  if cfg.env.episode_length % cfg.policy.chunk_size:
+    _fail("env.episode_length", cfg.env.episode_length,
+          f"must be a multiple of policy.chunk_size={cfg.policy.chunk_size} (chunks run open-loop)")
+  if cfg.env.image_size % cfg.model.patch_size:
+    _fail("env.image_size", cfg.env.image_size,
+          f"must be a multiple of model.patch_size={cfg.model.patch_size}")
+  if cfg.model.width % cfg.model.num_heads:
+    _fail("model.width", cfg.model.width, f"must be divisible by model.num_heads={cfg.model.num_heads}")
+  if cfg.model.num_bins != 256:
+    _fail("model.num_bins", cfg.model.num_bins, "must be 256 (OpenVLA's action-token layout)")
+  if cfg.model.vocab_size < 259 + cfg.model.num_bins:
+    _fail("model.vocab_size", cfg.model.vocab_size,
+          f"must be >= {259 + cfg.model.num_bins}: 259 text ids (bytes + pad/bos/eos) then "
+          f"{cfg.model.num_bins} action ids at the top of the vocabulary")
+  if cfg.num_trajectories % cfg.rl.minibatch_size:
+    _fail("rl.minibatch_size", cfg.rl.minibatch_size,
+          f"must divide rl.num_prompts * rl.group_size = {cfg.num_trajectories}")
+  if not 0.0 <= cfg.optim.b1 < 1.0 or not 0.0 <= cfg.optim.b2 < 1.0:
+    _fail("optim.b1/b2", (cfg.optim.b1, cfg.optim.b2), "must be in [0, 1)")
+  if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0 or cfg.optim.warmup_steps < 0:
+    _fail("optim", (cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.warmup_steps),
+          "weight_decay, grad_clip (0 = off) and warmup_steps must be >= 0")
+  if cfg.distributed.num_processes > 1 and cfg.distributed.process_id >= cfg.distributed.num_processes:
+    _fail("distributed.process_id", cfg.distributed.process_id,
+          f"must be -1 (from the cluster) or in [0, {cfg.distributed.num_processes})")
+
+  if num_devices is not None:
+    cfg = _resolve_mesh(cfg, num_devices)
+  return cfg
+
+
+def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
+  m = cfg.mesh
+  others = m.fsdp * m.tensor
+  if m.data == -1:
+    if num_devices % others:
+      _fail("mesh", (m.data, m.fsdp, m.tensor),
+            f"fsdp * tensor = {others} must divide the {num_devices} available devices")
+    m = dataclasses.replace(m, data=num_devices // others)
+  elif m.data <= 0:
+    _fail("mesh.data", m.data, "must be -1 (fill) or > 0")
+  if m.data * m.fsdp * m.tensor != num_devices:
+    _fail("mesh", (m.data, m.fsdp, m.tensor),
+          f"data * fsdp * tensor must equal the {num_devices} available devices")
+  cfg = dataclasses.replace(cfg, mesh=m)
+  shards = cfg.batch_shards
+  if cfg.num_trajectories % shards:
+    _fail("rl.num_prompts", cfg.rl.num_prompts,
+          f"num_prompts * group_size = {cfg.num_trajectories} must be divisible by the "
+          f"{shards} batch shards (mesh.data * mesh.fsdp)")
+  if cfg.rl.minibatch_size % shards:
+    _fail("rl.minibatch_size", cfg.rl.minibatch_size,
+          f"must be divisible by the {shards} batch shards (mesh.data * mesh.fsdp)")
+  eval_n = cfg.train.eval_num_states
+  if eval_n % shards:
+    _fail("train.eval_num_states", eval_n, f"must be divisible by the {shards} batch shards")
+  return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+  """JSON-able nested dict (kwargs back to a mapping); `resolve(to_dict(cfg))` rebuilds cfg."""
+  d = dataclasses.asdict(cfg)
+  d["env"]["kwargs"] = dict(cfg.env.kwargs)
+  return d
+
+
+def dumps(cfg: Config) -> str:
+  return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def loads(text: str, num_devices: int | None = None) -> Config:
+  return resolve(json.loads(text), num_devices)
+
+
+def lcm(a: int, b: int) -> int:
+  return a * b // math.gcd(a, b)

@@ -1,0 +1,1 @@
+"""The VLA: vision encoder, instruction tokens, transformer, parallel-decoded action-token head."""

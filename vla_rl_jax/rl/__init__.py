@@ -1,0 +1,1 @@
+"""RL core on arrays: advantages, dynamic-sampling masks, the LOSSES registry. Never calls the model."""
