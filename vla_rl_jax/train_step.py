@@ -82,7 +82,7 @@ def make_train_step(b: Built):
       # no moment updates): it carries no information.
       live = jnp.sum(w_mb) > 0
       keep = lambda new, old: jax.tree_util.tree_map(lambda x, y: jnp.where(live, x, y), new, old)
-      metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), live=live.astype(jnp.float32))
+      metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), live=live.astype(jnp.float32))
       return (keep(new_params, params), keep(new_opt, opt_state)), metrics
 
     def epoch(carry, rng_e):
