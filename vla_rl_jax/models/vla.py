@@ -54,11 +54,13 @@ class TinyVLA(nn.Module):
     c = self.cfg
     dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
     img = obs.image.astype(dt) / 127.5 - 1.0
-    patches = nn.Conv(c.width, (c.patch_size, c.patch_size), strides=(c.patch_size, c.patch_size),
-                      dtype=dt, param_dtype=pdt, name="patch_embed",
-                      kernel_init=nn.with_logical_partitioning(_init, (None, None, "patch", "embed")))(img)
-    b = patches.shape[0]
-    patches = patches.reshape(b, -1, c.width)
+    # Patchify by reshape + one matmul (the same map as a stride-p conv, much cheaper to
+    # differentiate on CPU).
+    b, h, w, _ = img.shape
+    p = c.patch_size
+    img = img.reshape(b, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
+    patches = _dense(c.width, ("patch", "embed"), "patch_embed", dt, pdt)(
+        img.reshape(b, (h // p) * (w // p), p * p * 3))
     n_patch = patches.shape[1]
     pos = self.param("pos_embed", nn.with_logical_partitioning(_init, (None, "embed")),
                      (n_patch + c.max_text_len + self.num_action_tokens, c.width), pdt)
