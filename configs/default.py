@@ -9,6 +9,17 @@ import ml_collections
 
 VARIANTS = ("tiny", "small", "base")
 
+# Per-env defaults applied before the variant: episode length T, image size, chunk K.
+# LIBERO: 512 control steps (64 calls of 8 actions) at full size; tiny runs keep the chunk and cut T.
+# kwargs: the env constructor's options, listed so `--config.env.kwargs.<name>=...` can override them.
+ENV_PRESETS = {
+    "fake_reach": dict(episode_length=16, image_size=32, chunk_size=4, camera="agentview",
+                       kwargs=dict(step_size=0.1, radius=0.15, start_noise=0.1,
+                                   shuffle_targets=False)),
+    "libero_bowl_plate": dict(episode_length=32, image_size=32, chunk_size=8, camera="agentview",
+                              kwargs={}),
+}
+
 
 def parse_arg(arg: str | None, allowed: dict[str, tuple[str, ...] | None]) -> dict[str, str]:
   """Parses 'k=v,k=v'; unknown keys fail with the list of allowed ones."""
@@ -99,14 +110,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distributed.process_id = -1      # -1: taken from the cluster environment
   c.distributed.coordinator_address = ""
 
+  preset = ENV_PRESETS.get(c.env.name, {})
+  for k in ("episode_length", "image_size", "camera"):
+    if k in preset:
+      c.env[k] = preset[k]
+  if "chunk_size" in preset:
+    c.policy.chunk_size = preset["chunk_size"]
+  c.env.kwargs = ml_collections.ConfigDict(preset.get("kwargs", {}))
+  libero = c.env.name.startswith("libero")
+
   if variant == "small":
     c.env.image_size = 64
     c.model.width, c.model.depth, c.model.mlp_dim = 256, 4, 1024
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
     c.train.num_steps = 500
+    if libero:
+      c.env.episode_length = 128
   elif variant == "base":
-    c.env.image_size = 128
-    c.env.episode_length = 64
+    c.env.image_size = 224             # OpenVLA-OFT's input size (rendered directly, no resize)
+    c.env.episode_length = 512 if libero else 64
     c.policy.chunk_size = 8
     c.model.patch_size = 16
     c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_dim = 768, 12, 12, 3072

@@ -14,7 +14,7 @@ from configs.default import get_config
 from vla_rl_jax import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 6
+STEPS = 10
 ARGS = ["--config.rl.num_prompts=8", "--config.rl.group_size=4", "--config.rl.minibatch_size=16",
         f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=2",
         "--config.train.eval_every=100", "--config.train.eval_num_states=8"]
@@ -70,13 +70,23 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
   proc = launch(work)
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out
-  assert "resumed from step" in out
+  resumed = int(out.split("resumed from step ")[1].split()[0])
+  assert 2 <= resumed < STEPS, f"the kill did not land mid-run (resumed at {resumed})"
   rows = train_rows(work)
   assert sorted(rows) == list(range(1, STEPS + 1))
   for s in range(1, STEPS + 1):
     for k in KEYS:
       np.testing.assert_allclose(rows[s][k], ref_rows[s][k], rtol=1e-5, atol=1e-6,
                                  err_msg=f"step {s} {k}")
+  # and the final weights are the uninterrupted run's
+  from vla_rl_jax import checkpoint as ckpt_lib
+  from vla_rl_jax.builders import build
+  b = build(ckpt_lib.read_config(str(work), jax.device_count()))
+  final, _ = ckpt_lib.Checkpointer(str(work), 3).restore(STEPS, *b.abstract_state,
+                                                          b.state_shardings, b.env_stats_shardings)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
+                                                                 rtol=1e-5, atol=1e-7),
+                         final.params, ref["final_state"].params)
   # the resolved config sits beside the checkpoints and rebuilds the same run
   saved = json.loads((work / "config.json").read_text())
   assert saved["rl"]["group_size"] == 4 and saved["mesh"]["data"] == 8
@@ -91,4 +101,4 @@ def test_resume_refuses_a_different_config(tmp_path):
     trainer.train_and_evaluate(c, str(tmp_path), quiet=True)
     raise AssertionError("expected a ConfigError")
   except ValueError as e:
-    assert "different config" in str(e) and "rl" in str(e)
+    assert "different config in ['rl']" in str(e), str(e)

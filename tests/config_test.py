@@ -30,9 +30,13 @@ def test_default_variants_resolve():
 
 
 def test_config_roundtrips_through_json():
-  cfg = resolve_with()
-  assert config_lib.loads(config_lib.dumps(cfg), 8) == cfg
+  cfg = resolve_with(env__kwargs={"radius": 0.2, "slots": (1, 2)})
+  assert config_lib.loads(config_lib.dumps(cfg), 8) == cfg  # tuples survive JSON's lists
   hash(cfg)  # closures need hashable static config
+  assert config_lib.resume_conflicts(config_lib.to_dict(cfg), cfg) == []
+  other = resolve_with(rl__clip_high=0.2, train__num_steps=7, mesh__fsdp=2)
+  # schedule and topology may change on resume; the algorithm may not
+  assert config_lib.resume_conflicts(config_lib.to_dict(cfg), other) == ["env", "rl"]
 
 
 @pytest.mark.parametrize("overrides, field, allowed", [
@@ -57,6 +61,12 @@ def test_config_roundtrips_through_json():
     (dict(rl__group_size=2.5), "rl.group_size", "integer"),
     (dict(rl__dynamic_sampling="yes"), "rl.dynamic_sampling", "True or False"),
     (dict(train__eval_num_states=12), "train.eval_num_states", "divisible by the 8"),
+    (dict(optim__learning_rate=float("nan")), "optim.learning_rate", "finite"),
+    (dict(policy__temperature=float("inf")), "policy.temperature", "finite"),
+    (dict(rl__kl_coef=float("nan")), "rl.kl_coef", "finite"),
+    (dict(model__param_dtype="bfloat16"), "model.param_dtype", "float32"),
+    (dict(distributed__process_id=-5), "distributed.process_id", "-1"),
+    (dict(distributed__num_processes=2, distributed__process_id=2), "distributed.process_id", "[0, 2)"),
 ])
 def test_bad_values_name_the_field(overrides, field, allowed):
   with pytest.raises(ConfigError) as e:

@@ -12,7 +12,7 @@ from vla_rl_jax import config as config_lib
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import build
 from vla_rl_jax.rollout import rollout
-from vla_rl_jax.train_step import make_train_step
+from vla_rl_jax.train_step import make_train_step, minibatch_order
 
 
 def small_config(num_devices, **mesh):
@@ -116,3 +116,30 @@ def test_rollout_groups_share_initial_state_and_masks_are_prefixes():
   # an episode shorter than the horizon ended because it succeeded
   short = np.asarray(traj.length) < cfg.env.episode_length
   assert np.all(np.asarray(traj.reward)[short] == 1.0)
+
+
+def test_minibatch_order_packs_survivors_first_in_strided_layout():
+  w = jnp.array([0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 1, 0], jnp.float32)  # 5 survivors, N = 12
+  mb, num_mb = 4, 3
+  perm = np.asarray(minibatch_order(jax.random.PRNGKey(0), w, mb, num_mb))
+  assert sorted(perm) == list(range(12))
+  minibatches = perm.reshape(mb, num_mb).T  # the train step's split: minibatch i = column i
+  np.testing.assert_array_equal(np.asarray(w)[minibatches[0]], 1)  # full of survivors
+  assert np.asarray(w)[minibatches[1]].sum() == 1 and np.asarray(w)[minibatches[2]].sum() == 0
+
+
+def test_step_with_every_group_dropped_changes_nothing():
+  """All episodes succeed -> every group is uniform -> no update: params and Adam state unchanged."""
+  c = get_config("variant=tiny")
+  c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 8, 4, 16
+  c.env.kwargs.radius = 3.0
+  cfg = config_lib.resolve(c, 1)
+  b = build(cfg, devices=jax.devices()[:1])
+  state, stats = b.init_fn()
+  before = jax.device_get((state.params, state.opt_state))
+  state, stats, m = make_train_step(b)(state, stats)
+  assert float(m["success_rate"]) == 1.0 and float(m["valid_group_frac"]) == 0.0
+  assert float(m["updates_applied"]) == 0.0
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before,
+                         jax.device_get((state.params, state.opt_state)))
+  assert int(state.step) == 1

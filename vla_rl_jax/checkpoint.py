@@ -7,6 +7,7 @@ orbax's array handlers and the config is JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any
@@ -30,9 +31,18 @@ def write_config(workdir: str, cfg: config_lib.Config) -> None:
   os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
 
 
+def read_config_json(workdir: str) -> dict | None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def read_config(workdir: str, num_devices: int | None = None) -> config_lib.Config:
+  """The run's config with a mesh filled from THIS machine's devices (for eval/export)."""
   with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    return config_lib.loads(f.read(), num_devices)
+    return config_lib.loads(f.read(), num_devices, fresh_topology=True)
 
 
 class Checkpointer:

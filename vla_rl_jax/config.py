@@ -166,13 +166,13 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
       continue
     v = raw[k]
     if k == "kwargs":
-      v = tuple(sorted(dict(v).items()))
+      v = tuple(sorted((kk, _freeze(vv)) for kk, vv in dict(v).items()))
     elif f.type in ("int",):
       if isinstance(v, bool) or not isinstance(v, int):
         _fail(f"{name}.{k}", v, "must be an integer")
     elif f.type in ("float",):
-      if isinstance(v, bool) or not isinstance(v, (int, float)):
-        _fail(f"{name}.{k}", v, "must be a number")
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(f"{name}.{k}", v, "must be a finite number")
       v = float(v)
     elif f.type in ("bool",):
       if not isinstance(v, bool):
@@ -182,6 +182,15 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
         _fail(f"{name}.{k}", v, "must be a string")
     values[k] = v
   return cls(**values)
+
+
+def _freeze(v: Any) -> Any:
+  """Lists (JSON) and tuples alike become tuples, so configs hash and survive a JSON round trip."""
+  if isinstance(v, (list, tuple)):
+    return tuple(_freeze(x) for x in v)
+  if isinstance(v, Mapping):
+    return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+  return v
 
 
 def _positive(cfg: Config, *fields: str) -> None:
@@ -222,9 +231,12 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("env.name", cfg.env.name, f"unknown env; registered envs: {list(env_registry.names())}")
   if cfg.model.name not in MODEL_NAMES:
     _fail("model.name", cfg.model.name, f"unknown model; choose one of {list(MODEL_NAMES)}")
-  for f in ("dtype", "param_dtype"):
-    if getattr(cfg.model, f) not in DTYPES:
-      _fail(f"model.{f}", getattr(cfg.model, f), f"choose one of {list(DTYPES)}")
+  if cfg.model.dtype not in DTYPES:
+    _fail("model.dtype", cfg.model.dtype, f"choose one of {list(DTYPES)}")
+  if cfg.model.param_dtype != "float32":
+    _fail("model.param_dtype", cfg.model.param_dtype,
+          "must be 'float32': master weights in bf16 cannot absorb AdamW updates of ~lr (5e-6); "
+          "use model.dtype='bfloat16' for bf16 compute")
   if cfg.rl.loss not in LOSS_NAMES:
     _fail("rl.loss", cfg.rl.loss, f"unknown loss; choose one of {list(LOSS_NAMES)}")
   if cfg.rl.advantage not in ADVANTAGE_NAMES:
@@ -265,9 +277,10 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0 or cfg.optim.warmup_steps < 0:
     _fail("optim", (cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.warmup_steps),
           "weight_decay, grad_clip (0 = off) and warmup_steps must be >= 0")
-  if cfg.distributed.num_processes > 1 and cfg.distributed.process_id >= cfg.distributed.num_processes:
-    _fail("distributed.process_id", cfg.distributed.process_id,
-          f"must be -1 (from the cluster) or in [0, {cfg.distributed.num_processes})")
+  pid = cfg.distributed.process_id
+  if pid != -1 and not 0 <= pid < cfg.distributed.num_processes:
+    _fail("distributed.process_id", pid,
+          f"must be -1 (from the cluster environment) or in [0, {cfg.distributed.num_processes})")
 
   if num_devices is not None:
     cfg = _resolve_mesh(cfg, num_devices)
@@ -313,9 +326,22 @@ def dumps(cfg: Config) -> str:
   return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
-def loads(text: str, num_devices: int | None = None) -> Config:
-  return resolve(json.loads(text), num_devices)
+def loads(text: str, num_devices: int | None = None, *, fresh_topology: bool = False) -> Config:
+  """Rebuilds a saved config. fresh_topology: forget the saved mesh/processes (evaluating or
+  resuming on a different machine) and fill the mesh from num_devices instead."""
+  raw = json.loads(text)
+  if fresh_topology:
+    raw["mesh"] = {"data": -1, "fsdp": 1, "tensor": 1}
+    raw["distributed"] = {"num_processes": 1, "process_id": -1, "coordinator_address": ""}
+  return resolve(raw, num_devices)
 
 
-def lcm(a: int, b: int) -> int:
-  return a * b // math.gcd(a, b)
+# Sections that may differ between a run and its resumption: the schedule, the process topology.
+RESUMABLE_SECTIONS = ("train", "mesh", "distributed")
+
+
+def resume_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[str]:
+  """Sections of a saved (JSON) config that differ from cfg and forbid resuming it."""
+  now = json.loads(dumps(cfg))
+  saved = json.loads(json.dumps(saved, sort_keys=True))  # tuples and lists compare alike
+  return sorted(k for k in now if k not in RESUMABLE_SECTIONS and saved.get(k) != now[k])

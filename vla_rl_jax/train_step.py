@@ -21,6 +21,22 @@ from vla_rl_jax.rollout import rollout
 from vla_rl_jax.types import EnvStats, Trajectory, TrainState
 
 _EMA = 0.9  # per-task success moving average in EnvStats
+TRAIN_STREAM = 0x7EA1  # training randomness: fold_in(fold_in(root, TRAIN_STREAM), step)
+
+
+def minibatch_order(rng: jax.Array, weight: jax.Array, mb: int, num_mb: int) -> jax.Array:
+  """Permutation of the N trajectories for the minibatch split, survivors packed first.
+
+  Like the reference (which fills every minibatch with trajectories of informative groups), the
+  trajectories that dynamic sampling keeps are shuffled and packed into the first minibatches;
+  minibatches left with no survivor are skipped. Layout is strided: minibatch i is positions
+  i, i + num_mb, i + 2 num_mb, ... so every minibatch spans all batch shards.
+  """
+  n = weight.shape[0]
+  shuffled = jax.random.permutation(rng, n)
+  packed = shuffled[jnp.argsort(-weight[shuffled], stable=True)]  # survivors first, still shuffled
+  p = jnp.arange(n)
+  return packed[(p % num_mb) * mb + p // num_mb]
 
 
 def _flat_obs(obs):
@@ -63,7 +79,7 @@ def make_train_step(b: Built):
   constrain = lambda t: sharding.constrain_batch(t, mesh)
 
   def step_fn(state: TrainState, stats: EnvStats):
-    rng = jax.random.fold_in(state.rng, state.step)
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, TRAIN_STREAM), state.step)
     rng_rollout, rng_shuffle = jax.random.split(rng)
     traj, calls = rollout(b.env, b.policy, state.params, rng_rollout, text_table=b.text_table,
                           num_prompts=bsz, group_size=g, num_calls=cfg.num_calls,
@@ -86,9 +102,8 @@ def make_train_step(b: Built):
       return (keep(new_params, params), keep(new_opt, opt_state)), metrics
 
     def epoch(carry, rng_e):
-      perm = jax.random.permutation(rng_e, n)
+      perm = minibatch_order(rng_e, weight, mb, num_mb)
       shuffled = constrain(jax.tree_util.tree_map(lambda x: x[perm], (traj, adv, weight)))
-      # Strided split: minibatch i takes every num_mb-th trajectory, so each spans all shards.
       split = lambda x: jnp.swapaxes(x.reshape((mb, num_mb) + x.shape[1:]), 0, 1)
       batches = jax.tree_util.tree_map(split, shuffled)
       return jax.lax.scan(update, carry, batches)
@@ -97,9 +112,9 @@ def make_train_step(b: Built):
         epoch, (state.params, state.opt_state), jax.random.split(rng_shuffle, cfg.rl.num_epochs))
     mb_metrics = jax.tree_util.tree_map(lambda x: x.reshape(-1), mb_metrics)  # [epochs * num_mb]
     live = mb_metrics.pop("live")
-    mean_live = lambda x: jnp.sum(x * live) / jnp.maximum(jnp.sum(live), 1.0)
+    mean_live = lambda x: jnp.sum(jnp.where(live > 0, x, 0.0)) / jnp.maximum(jnp.sum(live), 1.0)
     metrics = {k: mean_live(v) for k, v in mb_metrics.items()}
-    metrics["first_ratio_dev"] = jnp.abs(mb_metrics["ratio_mean"][0] - 1.0)
+    metrics["first_ratio_dev"] = mb_metrics["ratio_max_dev"][0]  # exactly 0: same function
     metrics.update(
         success_rate=jnp.mean(traj.reward),
         episode_length=jnp.mean(traj.length.astype(jnp.float32)),

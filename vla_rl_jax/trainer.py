@@ -56,14 +56,12 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
   latest = ckpt.latest_step()
   if latest is not None:
-    saved = ckpt_lib.read_config(workdir, jax.device_count())
-    if saved != cfg:
-      diff = {k: (v, config_lib.to_dict(cfg)[k]) for k, v in config_lib.to_dict(saved).items()
-              if config_lib.to_dict(cfg)[k] != v and k != "train"}
-      if diff:
-        raise config_lib.ConfigError(
-            f"workdir {workdir} holds a run with a different config in {sorted(diff)}; "
-            f"use a new --workdir or the same config (only config.train may change on resume)")
+    conflicts = config_lib.resume_conflicts(ckpt_lib.read_config_json(workdir) or {}, cfg)
+    if conflicts:
+      raise config_lib.ConfigError(
+          f"workdir {workdir} holds a run with a different config in {conflicts}; use a new "
+          f"--workdir or the same config (only {list(config_lib.RESUMABLE_SECTIONS)} may change "
+          f"on resume)")
     state, stats = ckpt.restore(latest, *b.abstract_state, b.state_shardings,
                                 b.env_stats_shardings)
     writer.log(f"resumed from step {latest}")

@@ -37,14 +37,19 @@ class LossInputs:
   ref_logp: jax.Array | None = None  # f32[N, L'] reference policy, for the KL term
 
 
+def _masked(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """x * mask where masked-out entries are exactly 0 even if x is inf/nan there."""
+  return jnp.where(mask > 0, x * mask, 0.0)
+
+
 def _traj_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean over each trajectory's valid tokens -> f32[N] (0 for a trajectory with none)."""
-  return jnp.sum(x * mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1.0)
+  return jnp.sum(_masked(x, mask), -1) / jnp.maximum(jnp.sum(mask, -1), 1.0)
 
 
 def _batch_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
   """Weighted mean over trajectories, normalised by the surviving weight (0 if none survive)."""
-  return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1e-8)
+  return jnp.sum(_masked(x, weight)) / jnp.maximum(jnp.sum(weight), 1e-8)
 
 
 def _clipped_surrogate(inp: LossInputs, cfg: RLConfig):
@@ -63,9 +68,9 @@ def _extras(inp: LossInputs, cfg: RLConfig, ratio: jax.Array, clipped: jax.Array
   metrics = {}
   ent = _batch_mean(_traj_mean(inp.entropy, m), w)
   metrics["entropy"] = ent
-  if cfg.entropy_coef:
+  if cfg.entropy_coef > 0:
     extra = extra - cfg.entropy_coef * ent
-  if cfg.kl_coef:
+  if cfg.kl_coef > 0:
     if inp.ref_logp is None:
       raise ValueError("rl.kl_coef > 0 needs reference log-probs")
     log_r = inp.ref_logp - inp.logp
@@ -74,10 +79,12 @@ def _extras(inp: LossInputs, cfg: RLConfig, ratio: jax.Array, clipped: jax.Array
     extra = extra + cfg.kl_coef * kl
   tok_w = m * w[:, None]
   tok_n = jnp.maximum(jnp.sum(tok_w), 1e-8)
-  metrics["ratio_mean"] = jnp.sum(ratio * tok_w) / tok_n
-  metrics["approx_kl_old"] = jnp.sum((inp.old_logp - inp.logp) * tok_w) / tok_n
+  metrics["ratio_mean"] = jnp.sum(_masked(ratio, tok_w)) / tok_n
+  # over every valid token, dropped groups included: 0 on the first minibatch of an update
+  metrics["ratio_max_dev"] = jnp.max(_masked(jnp.abs(ratio - 1.0), m))
+  metrics["approx_kl_old"] = jnp.sum(_masked(inp.old_logp - inp.logp, tok_w)) / tok_n
   if clipped is not None:
-    metrics["clip_frac"] = jnp.sum(clipped * tok_w) / tok_n
+    metrics["clip_frac"] = jnp.sum(_masked(clipped, tok_w)) / tok_n
   return extra, metrics
 
 
@@ -91,7 +98,7 @@ def ppo_clip(inp: LossInputs, cfg: RLConfig):
 def ppo_clip_token_mean(inp: LossInputs, cfg: RLConfig):
   surrogate, ratio, clipped = _clipped_surrogate(inp, cfg)
   tok_w = inp.token_mask * inp.traj_weight[:, None]
-  pg = -jnp.sum(surrogate * tok_w) / jnp.maximum(jnp.sum(tok_w), 1e-8)
+  pg = -jnp.sum(_masked(surrogate, tok_w)) / jnp.maximum(jnp.sum(tok_w), 1e-8)
   extra, metrics = _extras(inp, cfg, ratio, clipped)
   return pg + extra, {"pg_loss": pg, **metrics}
 
