@@ -39,11 +39,6 @@ def minibatch_order(rng: jax.Array, weight: jax.Array, mb: int, num_mb: int) -> 
   return packed[(p % num_mb) * mb + p // num_mb]
 
 
-def _flat_obs(obs):
-  """[M, C, ...] -> [M * C, ...] so the model sees one batch of policy calls."""
-  return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), obs)
-
-
 def make_loss_fn(b: Built):
   """(params, minibatch Trajectory, advantages, weights, ref_params) -> (loss, metrics)."""
   cfg = b.cfg
@@ -51,9 +46,25 @@ def make_loss_fn(b: Built):
   temp = cfg.policy.temperature
 
   def score(params, traj: Trajectory):
+    """log-probs and entropies f32[M, C * L], one policy call at a time.
+
+    Calls that no trajectory of the minibatch reached (the rollout exited early or the episodes
+    ended) are skipped with lax.cond: padded steps never go through the model, forward or backward.
+    """
     m, c, l = traj.tokens.shape
-    logp, ent = b.policy.log_prob(params, _flat_obs(traj.obs), traj.tokens.reshape(m * c, l), temp)
-    return logp.reshape(m, c * l), ent.reshape(m, c * l)
+    reached = jnp.any(traj.token_mask > 0, axis=(0, 2))  # bool[C]: a prefix of True
+    zeros = jnp.zeros((m, l), jnp.float32)
+
+    def per_call(_, xs):
+      obs_c, tokens_c, run = xs
+      out = jax.lax.cond(run, lambda: b.policy.log_prob(params, obs_c, tokens_c, temp),
+                         lambda: (zeros, zeros))
+      return None, out
+
+    time_major = lambda x: jnp.swapaxes(x, 0, 1)
+    xs = (jax.tree_util.tree_map(time_major, traj.obs), time_major(traj.tokens), reached)
+    _, (logp, ent) = jax.lax.scan(per_call, None, xs)  # [C, M, L]
+    return time_major(logp).reshape(m, c * l), time_major(ent).reshape(m, c * l)
 
   def loss_fn(params, traj: Trajectory, advantages, weights, ref_params):
     m = traj.tokens.shape[0]
