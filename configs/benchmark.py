@@ -14,13 +14,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg, {"what": ("env", "train", "all"), "env": None})
   c = ml_collections.ConfigDict()
   c.what = args.get("what", "all")
-  c.env = args.get("env", "libero_bowl_plate")
+  c.env = args.get("env", "libero_bowl_on_plate")
   c.num_envs = (1, 64, 256, 1024)
   c.image_size = 128
   c.cameras = ("agentview", "wrist")   # first = the policy's camera; both = the two-camera figure
   c.control_steps = 10                 # control steps per timed call (one lax.scan)
   c.repeats = 3                        # timed calls per setting (median reported)
-  c.train_envs = ("fake_reach", "libero_bowl_plate")
+  c.train_envs = ("fake_reach", "libero_bowl_on_plate")
   c.train_variant = "tiny"
   c.train_repeats = 3
   return c

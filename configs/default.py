@@ -16,8 +16,8 @@ ENV_PRESETS = {
     "fake_reach": dict(episode_length=16, image_size=32, chunk_size=4, camera="agentview",
                        kwargs=dict(step_size=0.1, radius=0.15, start_noise=0.1,
                                    shuffle_targets=False)),
-    "libero_bowl_plate": dict(episode_length=32, image_size=32, chunk_size=8, camera="agentview",
-                              kwargs={}),
+    "libero_bowl_on_plate": dict(episode_length=32, image_size=32, chunk_size=8, camera="agentview",
+                                 max_text_len=96, kwargs={}),
 }
 
 
@@ -117,6 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "chunk_size" in preset:
     c.policy.chunk_size = preset["chunk_size"]
   c.env.kwargs = ml_collections.ConfigDict(preset.get("kwargs", {}))
+  if "max_text_len" in preset:  # byte tokens: LIBERO's longest instruction is about 90 bytes
+    c.model.max_text_len = preset["max_text_len"]
   libero = c.env.name.startswith("libero")
 
   if variant == "small":

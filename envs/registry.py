@@ -13,6 +13,7 @@ from envs.base import Env
 # name -> "module:factory"
 _ENVS: dict[str, str] = {
     "fake_reach": "envs.fake:make_fake_reach",
+    "libero_bowl_on_plate": "envs.tasks.libero_env:make_bowl_on_plate",
 }
 
 

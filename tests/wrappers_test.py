@@ -33,7 +33,7 @@ def test_brax_training_wrap_runs_task(env):
   s, (done, target, steps) = jax.device_get(run(jax.random.PRNGKey(0)))
   assert s.obs["proprio"].shape == (b, env.proprio_size)
   assert not base.nonfinite(s.pipeline_state.qpos)
-  np.testing.assert_array_equal(done[:, 0], [0, 0])
+  np.testing.assert_array_equal(done[:, 0], [0, 0, 1, 0, 0])   # [T, B]
   np.testing.assert_array_equal(done[2], [1, 1])           # episode limit at step 3
   # after the auto-reset the controller target is back at the home pose (it lives in mjx.Data)
   np.testing.assert_allclose(target[2], np.asarray(first.pipeline_state.mocap_pos[:, 0]), atol=1e-6)
