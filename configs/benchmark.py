@@ -1,7 +1,8 @@
-"""Benchmark settings: `--config=configs/benchmark.py:what=env|train|all[,env=NAME]`.
+"""Benchmark settings: `--config=configs/benchmark.py:what=env|render|train|all[,env=NAME]`.
 
 env:   physics / control steps per second of a task at each batch size, without rendering, with the
        agentview camera, and with both cameras; frames/s, compile seconds, peak memory.
+render: the JAX ray caster per frame vs MuJoCo's own OpenGL renderer on the task's scene.
 train: compile time and steady-state time of the fused train step (trajectories/s) per env.
 """
 
@@ -11,7 +12,7 @@ from configs.default import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_arg(arg, {"what": ("env", "train", "all"), "env": None})
+  args = parse_arg(arg, {"what": ("env", "render", "train", "all"), "env": None})
   c = ml_collections.ConfigDict()
   c.what = args.get("what", "all")
   c.env = args.get("env", "libero_bowl_on_plate")

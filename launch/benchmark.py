@@ -114,6 +114,34 @@ def bench_env(cfg) -> None:
     emit(row)
 
 
+def bench_render(cfg) -> None:
+  """JAX ray caster at each batch size vs mujoco.Renderer (default and fastest settings), measured
+  in the same run on the task's own scene and cameras."""
+  from envs import registry
+  from envs import render_bench
+
+  env = registry.make(cfg.env, image_size=cfg.image_size, cameras=())
+  mj_model = env.mj_model
+  for cam in cfg.cameras:
+    row = {"bench": "render", "env": cfg.env, "camera": cam, "image_size": cfg.image_size}
+    for fast in (False, True):
+      print(f"mujoco.Renderer {cam} fast={fast} ...", file=sys.stderr, flush=True)
+      r = render_bench.bench_mujoco_renderer(mj_model, cam, cfg.image_size, cfg.image_size,
+                                             repeats=200, fast=fast)
+      row["mujoco_fast_frames_per_s" if fast else "mujoco_default_frames_per_s"] = r["frames_per_s"]
+      if r["frames_per_s"] is None:
+        row["mujoco_error"] = r.get("errors")
+    for b in cfg.num_envs:
+      if b > 256:
+        continue  # the per-frame comparison is made at B <= 256
+      print(f"jax renderer {cam} B={b} ...", file=sys.stderr, flush=True)
+      r = render_bench.bench_render(mj_model, cam, b, cfg.image_size, cfg.image_size,
+                                    repeats=cfg.repeats)
+      row[f"jax_frames_per_s_B{b}"] = r["frames_per_s"]
+      row[f"jax_compile_s_B{b}"] = r["compile_s"]
+    emit({**row, **_machine()})
+
+
 def bench_train(cfg) -> None:
   import jax
   from configs.default import get_config
@@ -156,6 +184,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
+  if cfg.what in ("render", "all"):
+    bench_render(cfg)
   if cfg.what in ("env", "all"):
     bench_env(cfg)
   if cfg.what in ("train", "all"):
