@@ -87,6 +87,15 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
                                                                  rtol=1e-5, atol=1e-7),
                          final.params, ref["final_state"].params)
+  # launch.eval rebuilds the model from the saved config alone and evaluates the last checkpoint
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")  # another topology
+  ev = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={work}", "--num_states=8"],
+                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert ev.returncode == 0, ev.stderr
+  result = json.loads(ev.stdout[ev.stdout.index("{"):])
+  assert result["step"] == STEPS and 0.0 <= result["success_rate"] <= 1.0
+  assert set(result["task_success"]) == {"reach the red target", "reach the green target",
+                                         "reach the blue target", "reach the yellow target"}
   # the resolved config sits beside the checkpoints and rebuilds the same run
   saved = json.loads((work / "config.json").read_text())
   assert saved["rl"]["group_size"] == 4 and saved["mesh"]["data"] == 8
