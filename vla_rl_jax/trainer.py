@@ -99,6 +99,8 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
     dt = time.time() - t
     step += 1
     step_times.append(dt)
+    # per-task success (moving average, in env.instructions order) for multi-task suites
+    m["task_success_ema"] = metrics_lib.to_host({"t": stats.task_success})["t"]
     m.update(step_time_s=dt, samples_per_s=cfg.num_trajectories / dt,
              env_steps_per_s=cfg.num_trajectories * m["episode_length"] / dt)
     metrics_lib.check_finite(m, step)
