@@ -48,21 +48,20 @@ def bowl(o: ObjectSpec, pos=(0.0, 0.0, 0.0), n_staves: int = 8) -> BuiltObject:
   foot_r, foot_rad = 0.006, 0.5 * radius
   name = o.name
   geoms, grasp, support, visual = [], [], [], []
+  def stave(g: str, a: float) -> str:
+    c, s = math.cos(a), math.sin(a)
+    return (f'<geom name="{g}" type="capsule" size="{rs}" '
+            f'fromto="{_f(r0 * c, r0 * s, z0, r1 * c, r1 * s, z1)}" rgba="{_rgba(o.rgba)}" '
+            f'contype="0" conaffinity="0"/>')
+
   for k in range(n):
     a = 2 * math.pi * k / n
-    c, s = math.cos(a), math.sin(a)
     g = f"{name}_stave{k}"
-    geoms.append(f'<geom name="{g}" type="capsule" size="{rs}" '
-                 f'fromto="{_f(r0 * c, r0 * s, z0, r1 * c, r1 * s, z1)}" rgba="{_rgba(o.rgba)}" '
-                 f'contype="0" conaffinity="0"/>')
+    geoms.append(stave(g, a))
     grasp.append(g)
     # visual filler between staves (no collision) so the wall reads as a wall in images
-    a2 = a + math.pi / n
-    c2, s2 = math.cos(a2), math.sin(a2)
     gv = f"{name}_wallvis{k}"
-    geoms.append(f'<geom name="{gv}" type="capsule" size="{rs}" '
-                 f'fromto="{_f(r0 * c2, r0 * s2, z0, r1 * c2, r1 * s2, z1)}" rgba="{_rgba(o.rgba)}" '
-                 f'contype="0" conaffinity="0"/>')
+    geoms.append(stave(gv, a + math.pi / n))
     visual.append(gv)
   for k in range(3):
     a = 2 * math.pi * k / 3 + math.pi / 6
