@@ -59,6 +59,46 @@ def test_sample_and_log_prob_agree_and_greedy_is_argmax():
   assert not np.allclose(lp_t1, lp)
 
 
+def _random_obs(cfg, env, n, seed):
+  """n observations that differ in image, instruction and proprio."""
+  k_img, k_prop, k_task = jax.random.split(jax.random.PRNGKey(seed), 3)
+  obs = dummy_obs(cfg, env, batch=n)
+  table = jnp.asarray(tokenizer.encode_all(env.instructions, cfg.model.max_text_len))
+  task = jax.random.randint(k_task, (n,), 0, len(env.instructions))
+  return obs.replace(
+      image=jax.random.randint(k_img, obs.image.shape, 0, 256).astype(jnp.uint8),
+      text=table[task], proprio=jax.random.uniform(k_prop, obs.proprio.shape, minval=-1, maxval=1))
+
+
+def test_log_prob_of_sampled_tokens_in_another_batch():
+  """Rollout log-probs come from one batch, update log-probs from another (minibatches, shards): an
+  example's log-prob must not depend on which others share its batch, and must depend on its obs."""
+  cfg = config_lib.resolve(get_config("variant=tiny"))
+  env = build_env(cfg)
+  model, policy = build_policy(cfg, env)
+  obs5, other = _random_obs(cfg, env, 5, seed=1), _random_obs(cfg, env, 2, seed=7)
+  params = jax.tree_util.tree_map(lambda x: getattr(x, "value", x),
+                                  jax.jit(model.init)(jax.random.PRNGKey(0), obs5)["params"],
+                                  is_leaf=lambda x: hasattr(x, "value"))
+  sample = jax.jit(lambda p, o, k: policy.sample(p, o, k, 1.6))
+  log_prob = jax.jit(lambda p, o, t: policy.log_prob(p, o, t, 1.6)[0])
+  _, tokens, logp = sample(params, obs5, jax.random.PRNGKey(2))
+  # a batch of 5: examples 3, 0, 4 of the sampled batch (permuted) interleaved with two others
+  pick = jnp.array([3, 0, 4])
+  cat = lambda a, b: jnp.concatenate([a[:1], b[:1], a[1:2], b[1:], a[2:]])
+  mixed_obs = jax.tree_util.tree_map(lambda a, b: cat(a[pick], b), obs5, other)
+  mixed_tokens = cat(tokens[pick], tokens[jnp.array([1, 2])])
+  lp = np.asarray(log_prob(params, mixed_obs, mixed_tokens))[np.array([0, 2, 4])]
+  # f32 log-probs ~ -5.5; a different batch shape may reorder XLA's reductions (~1e-6), while a
+  # cross-example leak (batch statistics, a mis-broadcast mask) moves them by far more
+  np.testing.assert_allclose(lp, np.asarray(logp)[np.asarray(pick)], rtol=0, atol=2e-5)
+  # and the log-probs are a function of the observation: the same tokens scored on another
+  # example's obs differ (by far more than the tolerance above)
+  swapped = log_prob(params, jax.tree_util.tree_map(lambda x: jnp.roll(x, 1, 0), obs5), tokens)
+  gaps = np.abs(np.asarray(swapped) - np.asarray(logp)).max(-1)
+  assert np.all(gaps > 100 * 2e-5), gaps
+
+
 def test_padding_text_is_ignored():
   """Changing only what sits in padded text positions' embeddings must not change the logits."""
   cfg = config_lib.resolve(get_config("variant=tiny"))

@@ -1,7 +1,7 @@
 """LIBERO bowl-on-plate task: jit/vmap reset+step, On predicate, scripted expert, blow-up isolation.
 
-One compiled function serves every test here (a vmapped reset + expert rollout over 200 layouts
-with an optional per-env qvel kick), so the file pays for one compilation.
+One compiled function serves the rollout tests here (a vmapped reset + expert rollout over 200
+layouts with an optional per-env qvel kick); the On test compiles one vmapped mjx.forward besides.
 """
 import jax
 import jax.numpy as jnp
@@ -74,27 +74,57 @@ def test_on_predicate_hand_built():
   assert predicates.in_site(jnp.array([0.0, 0.0, 0.0]), jnp.zeros(3), jnp.eye(3), h)
 
 
-def test_on_predicate_in_simulation(env):
-  """Bowl placed on the plate (C MuJoCo contacts -> the same rule) vs beside it."""
+# (name, bowl dx from the plate centre (m), height above the plate top (m), settle steps, On?)
+ON_CASES = [
+    ("rests on the plate", 0.0, 0.001, 40, True),
+    ("rests on it, 2 cm off centre", 0.02, 0.001, 40, True),
+    ("rests on it, 5 cm off centre", 0.05, 0.001, 40, False),  # touching, but origins > 3 cm apart
+    ("beside it, on the table", 0.2, 0.001, 40, False),        # no contact, origins 20 cm apart
+    ("hovering 2 cm above it", 0.0, 0.02, 0, False),           # close and above, but no contact
+    ("hovering 2 mm above it", 0.0, 0.003, 0, False),
+]
+
+
+def test_on_predicate_through_mjx_contacts(env):
+  """env.success on an mjx.Data through mjx.forward under jit (the collision path LiberoTask.step
+  reads contacts from), against C MuJoCo's mj_forward contacts + the same rule as the oracle."""
   import mujoco
+  from mujoco import mjx
   m = env.mj_model
   bowl, plate = env.spec.objects[0].name, env.spec.objects[1].name
   qa, qb = env._obj_qadr[bowl], env._obj_qadr[plate]
   top = env.built.objects[plate].params["top"]
-  for dx, want in [(0.0, True), (0.02, True), (0.05, False)]:
+  g_b = [m.geom(g).id for g in env._contact_geoms[bowl]]
+  g_p = [m.geom(g).id for g in env._contact_geoms[plate]]
+  d0 = jax.device_get(env._data0)
+  datas, c_contact, c_on = [], [], []
+  for _, dx, dz, settle, _ in ON_CASES:
     d = mujoco.MjData(m)
-    d.qpos[:] = np.asarray(env._data0.qpos)
+    d.qpos[:], d.ctrl[:] = d0.qpos, d0.ctrl
+    d.mocap_pos[:], d.mocap_quat[:] = d0.mocap_pos, d0.mocap_quat
     d.qpos[qb:qb + 3] = [0.0, 0.15, 0.0]
-    d.qpos[qa:qa + 3] = [dx, 0.15, top + 0.001]
-    for _ in range(40):
+    d.qpos[qa:qa + 3] = [dx, 0.15, top + dz]
+    for _ in range(settle):  # let C MuJoCo put the bowl down: a resting, slightly penetrating pose
       mujoco.mj_step(m, d)
-    g_b = {m.geom(g).id for g in env._contact_geoms[bowl]}
-    g_p = {m.geom(g).id for g in env._contact_geoms[plate]}
-    contact = any((c.geom1 in g_b and c.geom2 in g_p) or (c.geom1 in g_p and c.geom2 in g_b)
-                  for c in d.contact[:d.ncon])
-    got = bool(predicates.on_object(jnp.asarray(d.xpos[m.body(bowl).id]),
-                                    jnp.asarray(d.xpos[m.body(plate).id]), jnp.asarray(contact)))
-    assert got == want, (dx, got)
+    d.qvel[:] = 0.0
+    mujoco.mj_forward(m, d)
+    touch = any(((c.geom1 in g_b and c.geom2 in g_p) or (c.geom1 in g_p and c.geom2 in g_b))
+                and c.dist < 0 for c in d.contact[:d.ncon])
+    c_contact.append(touch)
+    c_on.append(bool(predicates.on_object(jnp.asarray(d.xpos[m.body(bowl).id]),
+                                          jnp.asarray(d.xpos[m.body(plate).id]), jnp.asarray(touch))))
+    datas.append(mjx.put_data(m, d, impl=env._physics.impl))
+
+  def mjx_on(data):
+    data = mjx.forward(env.mjx_model, data)
+    return env.success(data), predicates.contact_between(data, g_b, g_p)
+
+  batch = jax.tree.map(lambda *x: jnp.stack(x), *datas)
+  got, mjx_contact = jax.device_get(jax.jit(jax.vmap(mjx_on))(batch))
+  for i, (name, *_, want) in enumerate(ON_CASES):
+    assert c_on[i] == want, f"C oracle, {name}"
+    assert bool(mjx_contact[i]) == c_contact[i], f"MJX vs C contact, {name}"
+    assert bool(got[i]) == want, f"env.success through mjx.forward, {name}"
 
 
 def test_expert_success_200(clean_run):
