@@ -77,6 +77,9 @@ class Built:
   env_stats_shardings: Any
   abstract_state: Any
   init_fn: Any  # jitted: () -> (TrainState, EnvStats), sharded
+  # parameter dimensions left replicated because their mesh axis does not divide them (all under
+  # mesh.max_replicated_mb, else build() raised); the caller lists them at start-up
+  replicated_params: tuple[sharding.Fallback, ...] = ()
 
 
 def build(cfg: Config, devices=None) -> Built:
@@ -92,6 +95,8 @@ def build(cfg: Config, devices=None) -> Built:
 
   boxed = jax.eval_shape(init_boxed)
   p_sh = sharding.param_shardings(boxed, mesh)
+  fallbacks = sharding.replication_fallbacks(boxed, mesh)
+  sharding.check_replication(fallbacks, cfg.mesh)  # before anything is compiled
   repl = sharding.replicated(mesh)
 
   def init_state() -> tuple[TrainState, EnvStats]:
@@ -113,4 +118,4 @@ def build(cfg: Config, devices=None) -> Built:
   return Built(cfg=cfg, env=env, model=model, policy=policy, tx=tx, mesh=mesh,
                text_table=text_table(cfg, env), state_shardings=state_sh,
                env_stats_shardings=stats_sh, abstract_state=(abstract_state, abstract_stats),
-               init_fn=init_fn)
+               init_fn=init_fn, replicated_params=fallbacks)
