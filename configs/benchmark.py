@@ -24,4 +24,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train_envs = ("fake_reach", "libero_bowl_on_plate")
   c.train_variant = "tiny"
   c.train_repeats = 3
+  c.train_chunk_size = 4               # K for the train bench (0: the env preset's)
   return c

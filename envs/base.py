@@ -21,6 +21,18 @@ Reward and termination (brax conventions: float32 scalars):
     info["success"]   bool[]  the task's goal predicate, evaluated on the current state.
     info["unstable"]  bool[]  the physics state became non-finite; the episode ended as a failure.
 
+Rendering is separable from physics, so a learner that reads one frame per chunk of K actions
+renders once per chunk, and can store the few-KB renderer inputs instead of images:
+
+    physics_step(state, action) -> State    one control step; obs images are left stale
+    scene(state) -> pytree                  the renderer's inputs (per environment, small)
+    render_scene(scene) -> {image_<camera>: uint8[H, W, 3]}   pure function of scene(state)
+    observe(state) -> State                 obs images re-rendered: observe(physics_step(s, a))
+                                            equals step(s, a)
+    render_overflow(scene) -> int32[]       > 0 if those images may be inexact: an error
+
+Envs without a separate renderer keep the defaults (physics_step = step, scene = the images).
+
 Time limits are NOT the task's business: the episode-limit wrapper (ours or brax's) adds them.
 Actions are float32[D] in [-1, 1]; out-of-range values are clipped by the task.
 """
@@ -81,6 +93,31 @@ class Env(_BraxEnv, abc.ABC):
   @property
   def backend(self) -> str:
     return "mjx"
+
+  # Rendering separable from physics (defaults for envs whose step renders anyway).
+
+  def physics_step(self, state: State, action: jax.Array) -> State:
+    """One control step without rendering: obs images may be stale until `observe`."""
+    return self.step(state, action)
+
+  def scene(self, state: State) -> Any:
+    """The renderer's inputs for the current state (a small pytree of arrays, per environment);
+    `render_scene(scene(state))` gives the images. Default: the images themselves."""
+    return {image_key(c): state.obs[image_key(c)] for c in self.cameras}
+
+  def render_scene(self, scene: Any) -> dict[str, jax.Array]:
+    """{image_<camera>: uint8[H, W, 3]} from `scene(state)`; pure, so it can re-render later."""
+    return dict(scene)
+
+  def render_overflow(self, scene: Any) -> jax.Array:
+    """int32[]: > 0 when `render_scene(scene)` may not be exact (a culled renderer ran out of
+    per-tile capacity); learners treat it as an error. Default: 0 (exact by construction)."""
+    del scene
+    return jnp.zeros((), jnp.int32)
+
+  def observe(self, state: State) -> State:
+    """The state with its obs images rendered for the current physics state."""
+    return state.replace(obs={**state.obs, **self.render_scene(self.scene(state))})
 
   def eval_reset(self, rng: jax.Array) -> State:
     """Reset from the HELD-OUT initial-state distribution used for evaluation.

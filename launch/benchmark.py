@@ -148,6 +148,7 @@ def bench_train(cfg) -> None:
   from envs import registry
   from vla_rl_jax import config as config_lib
   from vla_rl_jax.builders import build
+  from vla_rl_jax.rollout import resolve_store, stored_bytes_per_call
   from vla_rl_jax.train_step import make_train_step
 
   for env_name in cfg.train_envs:
@@ -155,6 +156,8 @@ def bench_train(cfg) -> None:
       emit({"bench": "train", "env": env_name, "error": "env not registered"})
       continue
     c = get_config(f"variant={cfg.train_variant},env={env_name}")
+    if cfg.train_chunk_size:
+      c.policy.chunk_size = cfg.train_chunk_size
     rc = config_lib.resolve(c, jax.device_count())
     print(f"train step on {env_name} ({cfg.train_variant}) ...", file=sys.stderr, flush=True)
     b = build(rc)
@@ -172,11 +175,14 @@ def bench_train(cfg) -> None:
       times.append(time.perf_counter() - t)
       lengths.append(float(m["episode_length"]))
     dt = sorted(times)[len(times) // 2]
+    n_roll = rc.num_rollout_trajectories  # oversampling rolls out more than the update keeps
     emit({"bench": "train", "env": env_name, "variant": cfg.train_variant,
-          "trajectories_per_step": rc.num_trajectories, "episode_length": rc.env.episode_length,
-          "image_size": rc.env.image_size, "compile_s": compile_s, "median_step_s": dt,
-          "trajectories_per_s": rc.num_trajectories / dt,
-          "env_steps_per_s": rc.num_trajectories * sum(lengths) / len(lengths) / dt,
+          "trajectories_per_step": n_roll, "trajectories_kept": rc.num_trajectories,
+          "episode_length": rc.env.episode_length, "chunk_size": rc.policy.chunk_size,
+          "image_size": rc.env.image_size, "rollout_store": resolve_store(b.env, rc.rollout.store),
+          "stored_bytes_per_call": stored_bytes_per_call(b.env, b.policy, rc.rollout.store),
+          "compile_s": compile_s, "median_step_s": dt, "trajectories_per_s": n_roll / dt,
+          "env_steps_per_s": n_roll * sum(lengths) / len(lengths) / dt,
           **_peak_memory_mb(), **_machine()})
 
 

@@ -6,18 +6,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh
 
 from configs.default import get_config
+from envs.fake import FakeReach
 from vla_rl_jax import config as config_lib
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import build
-from vla_rl_jax.rollout import rollout
-from vla_rl_jax.train_step import make_train_step, minibatch_order
+from vla_rl_jax.models import tokenizer
+from vla_rl_jax.rollout import call_obs, rollout
+from vla_rl_jax.train_step import keep_groups, local_order, make_train_step
 
 
 def small_config(num_devices, **mesh):
   c = get_config("variant=tiny")
   c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 8, 4, 16
+  c.rl.shuffle_blocks = 8  # shuffles stay within 8 blocks on every mesh: results mesh-independent
   for k, v in mesh.items():
     setattr(c.mesh, k, v)
   return config_lib.resolve(c, num_devices)
@@ -82,12 +86,12 @@ def _rollout(radius, temperature=1.6):
   fn = jax.jit(lambda p, k: rollout(b.env, b.policy, p, k, text_table=b.text_table, num_prompts=4,
                                     group_size=3, num_calls=cfg.num_calls, temperature=temperature,
                                     camera=cfg.env.camera))
-  return cfg, fn(state.params, jax.random.PRNGKey(5))
+  return cfg, b, fn(state.params, jax.random.PRNGKey(5))
 
 
 def test_rollout_masks_and_early_exit():
   # radius 3: every episode succeeds on its first step -> one policy call, one valid step each
-  cfg, (traj, calls) = _rollout(3.0)
+  cfg, _, (traj, calls) = _rollout(3.0)
   d, k = 2, cfg.policy.chunk_size
   assert int(calls) == 1
   np.testing.assert_array_equal(traj.reward, 1.0)
@@ -96,7 +100,7 @@ def test_rollout_masks_and_early_exit():
   np.testing.assert_array_equal(mask[:, 0, :d], 1.0)
   assert mask[:, 0, d:].sum() == 0 and mask[:, 1:].sum() == 0
   # radius ~0: nobody succeeds -> every call runs, every token is valid, reward 0
-  cfg, (traj, calls) = _rollout(1e-6)
+  cfg, _, (traj, calls) = _rollout(1e-6)
   assert int(calls) == cfg.num_calls
   np.testing.assert_array_equal(traj.reward, 0.0)
   np.testing.assert_array_equal(traj.length, cfg.env.episode_length)
@@ -104,9 +108,11 @@ def test_rollout_masks_and_early_exit():
 
 
 def test_rollout_groups_share_initial_state_and_masks_are_prefixes():
-  cfg, (traj, _) = _rollout(0.15)
+  cfg, b, (traj, _) = _rollout(0.15)
   n = traj.reward.shape[0]
-  img0 = np.asarray(traj.obs.image[:, 0]).reshape(4, 3, -1)
+  first = jax.tree_util.tree_map(lambda x: x[:, 0], traj.frames)
+  obs0 = call_obs(b.env, first, traj.proprio[:, 0], b.text_table[traj.task_id], cfg.env.camera)
+  img0 = np.asarray(obs0.image).reshape(4, 3, -1)
   for grp in img0:  # the G rollouts of a group start from the identical state
     np.testing.assert_array_equal(grp[0], grp[1])
     np.testing.assert_array_equal(grp[0], grp[2])
@@ -118,14 +124,30 @@ def test_rollout_groups_share_initial_state_and_masks_are_prefixes():
   assert np.all(np.asarray(traj.reward)[short] == 1.0)
 
 
-def test_minibatch_order_packs_survivors_first_in_strided_layout():
-  w = jnp.array([0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 1, 0], jnp.float32)  # 5 survivors, N = 12
-  mb, num_mb = 4, 3
-  perm = np.asarray(minibatch_order(jax.random.PRNGKey(0), w, mb, num_mb))
-  assert sorted(perm) == list(range(12))
-  minibatches = perm.reshape(mb, num_mb).T  # the train step's split: minibatch i = column i
-  np.testing.assert_array_equal(np.asarray(w)[minibatches[0]], 1)  # full of survivors
-  assert np.asarray(w)[minibatches[1]].sum() == 1 and np.asarray(w)[minibatches[2]].sum() == 0
+def test_local_order_packs_survivors_first_within_each_shard():
+  # 2 shards of 6 trajectories; shard 0 holds 3 survivors, shard 1 holds 1
+  w = jnp.array([0, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0], jnp.float32)
+  order = np.asarray(local_order(jax.random.PRNGKey(0), w, 2))
+  assert order.shape == (2, 6)
+  for s in range(2):
+    assert sorted(order[s]) == list(range(6))        # a permutation of the shard's OWN rows
+  wl = np.asarray(w).reshape(2, 6)
+  picked = np.take_along_axis(wl, order, 1)
+  np.testing.assert_array_equal(picked, [[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+  # shuffled: another key gives another order among the survivors or the rest
+  assert any(not np.array_equal(order, np.asarray(local_order(jax.random.PRNGKey(k), w, 2)))
+             for k in range(1, 5))
+
+
+def test_keep_groups_takes_informative_groups_per_shard_and_reports_shortfall():
+  # 2 shards x 4 groups (G = 2); shard 0 has 3 informative groups, shard 1 has 1; keep 2 per shard
+  informative = jnp.array([1, 0, 1, 1, 0, 0, 1, 0], bool)
+  rows, short = keep_groups(informative, 2, 2, 2)
+  rows, short = np.asarray(rows), np.asarray(short)
+  np.testing.assert_array_equal(rows[0], [0, 1, 4, 5])     # groups 0 and 2 of shard 0
+  np.testing.assert_array_equal(rows[1][:2], [4, 5])        # shard 1's only informative group
+  assert set(rows[1][2:] // 2) <= {0, 1, 3}                 # filled with an uninformative group
+  np.testing.assert_array_equal(short, [0, 1])
 
 
 def test_step_with_every_group_dropped_changes_nothing():
@@ -143,3 +165,59 @@ def test_step_with_every_group_dropped_changes_nothing():
   jax.tree_util.tree_map(np.testing.assert_array_equal, before,
                          jax.device_get((state.params, state.opt_state)))
   assert int(state.step) == 1
+
+
+class _PhysicsOnlyReach(FakeReach):
+  """fake_reach whose rendering step refuses to be traced: the rollout must step physics only."""
+
+  def step(self, state, action):
+    raise AssertionError("the rollout called env.step (a render per control step)")
+
+  def observe(self, state):
+    raise AssertionError("the rollout called env.observe")
+
+
+def _reach_rollout(mesh_shape, policy_microbatch, store="scene"):
+  c = get_config("variant=tiny")
+  c.env.kwargs = {"radius": 1e-6}   # no episode ends: every call is a full chunk
+  cfg = config_lib.resolve(c, 1)
+  b = build(cfg, devices=jax.devices()[:1])
+  env = _PhysicsOnlyReach(image_size=cfg.env.image_size, radius=1e-6)
+  devices = np.asarray(jax.devices()[:int(np.prod(mesh_shape))]).reshape(mesh_shape)
+  mesh = Mesh(devices, sharding.AXES)
+  state, _ = b.init_fn()
+  params = jax.device_put(state.params, sharding.replicated(mesh))
+  fn = jax.jit(lambda p, k: rollout(env, b.policy, p, k, text_table=b.text_table, num_prompts=8,
+                                    group_size=2, num_calls=cfg.num_calls, temperature=1.6,
+                                    camera=cfg.env.camera, store=store,
+                                    policy_microbatch=policy_microbatch, mesh=mesh))
+  return cfg, env, b, fn(params, jax.random.PRNGKey(3))
+
+
+def test_rollout_renders_once_per_call_at_the_chunk_boundary():
+  cfg, env, b, (traj, calls) = _reach_rollout((1, 1, 1), 0)
+  assert int(calls) == cfg.num_calls
+  pos = np.asarray(traj.frames["scene"].pos)               # [N, C, 2]: the state each call saw
+  actions = np.asarray(tokenizer.bins_to_actions(traj.tokens)).reshape(
+      pos.shape[0], cfg.num_calls, cfg.policy.chunk_size, env.action_size)
+  # call c+1 sees the state after ALL K actions of call c (not a stale or mid-chunk frame); the
+  # agent moves step_size * a per control step, clipped to the [-1, 1] box
+  want = pos[:, 0]
+  for c in range(cfg.num_calls - 1):
+    for k in range(cfg.policy.chunk_size):
+      want = np.clip(want + env.step_size * actions[:, c, k], -1.0, 1.0)
+    np.testing.assert_allclose(pos[:, c + 1], want, atol=1e-5)
+  # and the image the policy read at each call is the render of that state
+  obs = call_obs(env, jax.tree_util.tree_map(lambda x: x[:, 2], traj.frames), traj.proprio[:, 2],
+                 b.text_table[traj.task_id], cfg.env.camera)
+  want_img = jax.vmap(env.render)(jax.tree_util.tree_map(lambda x: x[:, 2], traj.frames["scene"]))
+  np.testing.assert_array_equal(obs.image, want_img)
+
+
+@pytest.mark.parametrize("store", ["scene", "images"])
+def test_rollout_same_on_8_shards_and_in_micro_batches(store):
+  """Per-trajectory sampling keys: neither the mesh nor policy micro-batching changes a rollout."""
+  _, _, _, (ref, _) = _reach_rollout((1, 1, 1), 0, store)
+  for mesh_shape, mb in (((8, 1, 1), 1), ((2, 4, 1), 0), ((1, 1, 1), 4)):
+    _, _, _, (traj, _) = _reach_rollout(mesh_shape, mb, store)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ref, traj)

@@ -17,6 +17,7 @@ from envs import registry as env_registry
 LOSS_NAMES = ("ppo_clip", "ppo_clip_token_mean", "reinforce")  # kept equal to rl.losses.LOSSES (tested)
 ADVANTAGE_NAMES = ("grpo", "rloo", "dr_grpo")                   # kept equal to rl.advantages (tested)
 MODEL_NAMES = ("tiny_vla",)
+STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
 
 
@@ -71,6 +72,19 @@ class RLConfig:
   dynamic_sampling: bool
   num_epochs: int
   minibatch_size: int
+  # Dynamic sampling as the reference runs it: roll out oversample * num_prompts groups and keep
+  # num_prompts informative ones (per batch shard); 1 = mask dropped groups in a fixed batch.
+  oversample: int = 1
+  # Minibatch shuffles and the oversampling choice are made within blocks of the trajectory axis
+  # (0: one block per batch shard), so no trajectory moves between devices. A fixed value makes
+  # results independent of the mesh (it must be a multiple of mesh.data * mesh.fsdp).
+  shuffle_blocks: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+  store: str = "auto"           # per call: "images", "scene" (renderer inputs), "auto" (smaller)
+  policy_microbatch: int = 0    # envs per batch shard per policy forward (0: all local envs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +102,11 @@ class MeshConfig:
   data: int
   fsdp: int
   tensor: int
+  # Slices (TPU; processes elsewhere) the data axis spans over DCN; 1 = one slice, one ICI mesh.
+  dcn_data: int = 1
+  # Under fsdp or tensor > 1, a parameter an axis does not divide stays whole on that axis; above
+  # this many MB per device that is an error at build time (smaller ones are listed at start-up).
+  max_replicated_mb: float = 64.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +134,7 @@ class Config:
   model: ModelConfig
   policy: PolicyConfig
   rl: RLConfig
+  rollout: RolloutConfig
   optim: OptimConfig
   mesh: MeshConfig
   train: TrainConfig
@@ -132,6 +152,16 @@ class Config:
     return self.env.episode_length // self.policy.chunk_size
 
   @property
+  def num_rollout_trajectories(self) -> int:
+    """Trajectories rolled out per RL step (oversample * N; the update keeps N)."""
+    return self.rl.oversample * self.num_trajectories
+
+  @property
+  def num_blocks(self) -> int:
+    """Blocks of the trajectory axis that shuffles stay within (rl.shuffle_blocks, 0 = shards)."""
+    return self.rl.shuffle_blocks or self.batch_shards
+
+  @property
   def num_minibatches(self) -> int:
     return self.num_trajectories // self.rl.minibatch_size
 
@@ -143,8 +173,13 @@ class Config:
 
 _SECTIONS = {
     "env": EnvConfig, "model": ModelConfig, "policy": PolicyConfig, "rl": RLConfig,
+    "rollout": RolloutConfig,
     "optim": OptimConfig, "mesh": MeshConfig, "train": TrainConfig, "distributed": DistributedConfig,
 }
+
+
+# Sections whose fields all have defaults: configs written before they existed still load.
+_OPTIONAL_SECTIONS = ("rollout",)
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -213,9 +248,9 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if unknown:
     raise ConfigError(f"config has unknown top-level field(s) {unknown}; known: {sorted(top)}")
   for k in top:
-    if k not in raw:
+    if k not in raw and k not in _OPTIONAL_SECTIONS:
       raise ConfigError(f"config is missing the {k!r} field")
-  sections = {k: _section(k, cls, raw[k]) for k, cls in _SECTIONS.items()}
+  sections = {k: _section(k, cls, raw.get(k, {})) for k, cls in _SECTIONS.items()}
   if isinstance(raw["seed"], bool) or not isinstance(raw["seed"], int):
     _fail("seed", raw["seed"], "must be an integer")
   cfg = Config(variant=str(raw["variant"]), seed=raw["seed"], **sections)
@@ -225,7 +260,11 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
             "policy.chunk_size", "rl.num_prompts", "rl.num_epochs", "rl.minibatch_size",
             "rl.adv_eps", "optim.learning_rate", "train.num_steps", "train.log_every",
             "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
-            "train.eval_num_states", "mesh.fsdp", "mesh.tensor", "distributed.num_processes")
+            "train.eval_num_states", "mesh.fsdp", "mesh.tensor", "mesh.dcn_data",
+            "distributed.num_processes")
+  if cfg.mesh.max_replicated_mb < 0:
+    _fail("mesh.max_replicated_mb", cfg.mesh.max_replicated_mb,
+          "must be >= 0 (MB per device a fallback-replicated parameter may hold)")
 
   if cfg.env.name not in env_registry.names():
     _fail("env.name", cfg.env.name, f"unknown env; registered envs: {list(env_registry.names())}")
@@ -269,6 +308,19 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("model.vocab_size", cfg.model.vocab_size,
           f"must be >= {259 + cfg.model.num_bins}: 259 text ids (bytes + pad/bos/eos) then "
           f"{cfg.model.num_bins} action ids at the top of the vocabulary")
+  if cfg.rl.oversample < 1:
+    _fail("rl.oversample", cfg.rl.oversample,
+          "must be >= 1 (1: mask dropped groups; k > 1: roll out k * num_prompts groups and keep "
+          "num_prompts informative ones)")
+  if cfg.rl.oversample > 1 and not cfg.rl.dynamic_sampling:
+    _fail("rl.oversample", cfg.rl.oversample,
+          "must be 1 when rl.dynamic_sampling is False (oversampling fills the batch with "
+          "informative groups, which only dynamic sampling defines)")
+  if cfg.rollout.store not in STORE_MODES:
+    _fail("rollout.store", cfg.rollout.store, f"choose one of {list(STORE_MODES)}")
+  if cfg.rollout.policy_microbatch < 0:
+    _fail("rollout.policy_microbatch", cfg.rollout.policy_microbatch,
+          "must be >= 0 (envs per batch shard per policy forward; 0 = all local envs at once)")
   if cfg.num_trajectories % cfg.rl.minibatch_size:
     _fail("rl.minibatch_size", cfg.rl.minibatch_size,
           f"must divide rl.num_prompts * rl.group_size = {cfg.num_trajectories}")
@@ -300,6 +352,10 @@ def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
   if m.data * m.fsdp * m.tensor != num_devices:
     _fail("mesh", (m.data, m.fsdp, m.tensor),
           f"data * fsdp * tensor must equal the {num_devices} available devices")
+  if m.data % m.dcn_data:
+    _fail("mesh.dcn_data", m.dcn_data,
+          f"must divide mesh.data={m.data}: each of the dcn_data slices holds data // dcn_data of "
+          f"the data axis")
   cfg = dataclasses.replace(cfg, mesh=m)
   shards = cfg.batch_shards
   if cfg.num_trajectories % shards:
@@ -309,6 +365,28 @@ def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
   if cfg.rl.minibatch_size % shards:
     _fail("rl.minibatch_size", cfg.rl.minibatch_size,
           f"must be divisible by the {shards} batch shards (mesh.data * mesh.fsdp)")
+  blocks = cfg.num_blocks
+  if cfg.rl.shuffle_blocks < 0 or blocks % shards:
+    _fail("rl.shuffle_blocks", cfg.rl.shuffle_blocks,
+          f"must be 0 (one block per batch shard) or a positive multiple of the {shards} batch "
+          f"shards (mesh.data * mesh.fsdp)")
+  for f, v in (("rl.minibatch_size", cfg.rl.minibatch_size),
+               ("rl.num_prompts * rl.group_size", cfg.num_trajectories)):
+    if v % blocks:
+      _fail("rl.shuffle_blocks", cfg.rl.shuffle_blocks,
+            f"the {blocks} shuffle blocks must divide {f} = {v}")
+  if cfg.rl.oversample > 1 and cfg.rl.num_prompts % blocks:
+    _fail("rl.num_prompts", cfg.rl.num_prompts,
+          f"must be divisible by the {blocks} shuffle blocks (rl.shuffle_blocks, default one per "
+          f"batch shard) when rl.oversample > 1: each block keeps its own informative groups, so "
+          f"no trajectory crosses devices")
+  mb_local = cfg.rollout.policy_microbatch
+  local = cfg.num_rollout_trajectories // shards
+  for what, local in (("trajectories each batch shard rolls out", local),
+                      ("held-out states each batch shard evaluates",
+                       cfg.train.eval_num_states // shards)):
+    if mb_local and mb_local < local and local % mb_local:
+      _fail("rollout.policy_microbatch", mb_local, f"must divide the {local} {what}")
   eval_n = cfg.train.eval_num_states
   if eval_n % shards:
     _fail("train.eval_num_states", eval_n, f"must be divisible by the {shards} batch shards")

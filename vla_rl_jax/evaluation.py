@@ -28,13 +28,15 @@ def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | N
     traj, calls = rollout(b.env, b.policy, params, key, text_table=b.text_table, num_prompts=n,
                           group_size=1, num_calls=cfg.num_calls, temperature=temp,
                           camera=cfg.env.camera, reset_fn=b.env.eval_reset,
-                          constrain=lambda t: sharding.constrain_batch(t, mesh))
+                          store=cfg.rollout.store, policy_microbatch=cfg.rollout.policy_microbatch,
+                          mesh=mesh)
     k = b.env.num_tasks
     counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, k)
     succ = jax.ops.segment_sum(traj.reward, traj.task_id, k)
     return {"success_rate": jnp.mean(traj.reward),
             "task_success": jnp.where(counts > 0, succ / jnp.maximum(counts, 1), jnp.nan),
             "episode_length": jnp.mean(traj.length.astype(jnp.float32)),
+            "render_overflow": jnp.sum(traj.render_overflow).astype(jnp.float32),
             "policy_calls": calls.astype(jnp.float32)}
 
   return jax.jit(eval_fn, in_shardings=(b.state_shardings.params,),

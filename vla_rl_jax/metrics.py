@@ -33,6 +33,22 @@ def check_finite(metrics: Mapping[str, Any], step: int, keys=("loss", "grad_norm
           f"config.optim.learning_rate or check the env for physics blow-ups (unstable_frac).")
 
 
+class RenderOverflowError(RuntimeError):
+  """Frames of a step were rendered with too little culling capacity: they may miss geoms."""
+
+
+def check_render(metrics: Mapping[str, Any], step: int, what: str = "train step") -> None:
+  """Stops the run (before any checkpoint of a state trained on wrong images) when the renderer
+  reported a per-tile culling overflow."""
+  n = metrics.get("render_overflow")
+  if n:
+    raise RenderOverflowError(
+        f"{what} {step}: the renderer's per-tile culling capacity overflowed {int(n)} time(s), so "
+        f"those frames may miss geoms; the run stops before saving (the last checkpoint is "
+        f"intact). Raise the task renderer's capacity: the env's render_kwargs "
+        f"(max_candidates=..., or calibration_data=<states like these>; see envs/render.py).")
+
+
 class Writer:
   """Writes scalars to stdout (progress line), workdir/metrics.jsonl and TensorBoard."""
 

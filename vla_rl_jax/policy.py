@@ -1,6 +1,7 @@
 """The policy as pure functions: sample a chunk of action tokens, and score given tokens.
 
     sample(params, obs, rng, temperature) -> (actions f32[B, K, D], tokens i32[B, L], logp f32[B, L])
+        rng: one key, or one key per example (u32[B, 2])
     log_prob(params, obs, tokens, temperature) -> (logp f32[B, L], entropy f32[B, L])
 
 Both go through `_tempered_log_softmax`, so the log-probs stored at rollout time and the ones
@@ -38,7 +39,12 @@ class Policy:
 
   def sample(self, params, obs: PolicyObs, rng: jax.Array, temperature: float):
     logp_all = _tempered_log_softmax(self.apply_fn(params, obs), temperature)
-    if temperature > 0:
+    if temperature > 0 and rng.ndim > 1:
+      # one key per example: the draw of an example does not depend on the batch it sits in
+      # (micro-batching and the number of shards leave samples unchanged)
+      tokens = jax.vmap(lambda k, lp: jax.random.categorical(k, lp, axis=-1))(rng, logp_all)
+      tokens = tokens.astype(jnp.int32)
+    elif temperature > 0:
       tokens = jax.random.categorical(rng, logp_all, axis=-1).astype(jnp.int32)
     else:
       tokens = jnp.argmax(logp_all, axis=-1).astype(jnp.int32)

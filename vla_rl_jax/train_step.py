@@ -12,31 +12,67 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rl import advantages as adv_lib
 from vla_rl_jax.rl.losses import LOSSES, LossInputs
-from vla_rl_jax.rollout import rollout
+from vla_rl_jax.rollout import call_obs, rollout
 from vla_rl_jax.types import EnvStats, Trajectory, TrainState
 
 _EMA = 0.9  # per-task success moving average in EnvStats
 TRAIN_STREAM = 0x7EA1  # training randomness: fold_in(fold_in(root, TRAIN_STREAM), step)
 
 
-def minibatch_order(rng: jax.Array, weight: jax.Array, mb: int, num_mb: int) -> jax.Array:
-  """Permutation of the N trajectories for the minibatch split, survivors packed first.
+def local_order(rng: jax.Array, weight: jax.Array, num_blocks: int) -> jax.Array:
+  """int32[S, N / S]: per block (S blocks, whole blocks per batch shard), a random order of ITS
+  trajectories, survivors first.
 
   Like the reference (which fills every minibatch with trajectories of informative groups), the
-  trajectories that dynamic sampling keeps are shuffled and packed into the first minibatches;
-  minibatches left with no survivor are skipped. Layout is strided: minibatch i is positions
-  i, i + num_mb, i + 2 num_mb, ... so every minibatch spans all batch shards.
+  trajectories dynamic sampling keeps are shuffled and packed into the first minibatches, but
+  within each batch shard, so that no trajectory moves between devices. Minibatch i takes
+  positions i*m .. i*m + m - 1 of every block's order (m = minibatch_size / S); minibatches left
+  with no survivor are skipped.
   """
-  n = weight.shape[0]
-  shuffled = jax.random.permutation(rng, n)
-  packed = shuffled[jnp.argsort(-weight[shuffled], stable=True)]  # survivors first, still shuffled
-  p = jnp.arange(n)
-  return packed[(p % num_mb) * mb + p // num_mb]
+  w = weight.reshape(num_blocks, -1)
+
+  def one(key, w_row):
+    perm = jax.random.permutation(key, w_row.shape[0])
+    return perm[jnp.argsort(-w_row[perm], stable=True)]  # survivors first, still shuffled
+  return jax.vmap(one)(jax.random.split(rng, num_blocks), w)
+
+
+def keep_groups(informative: jax.Array, num_blocks: int, keep_per_block: int, group_size: int):
+  """Oversampled dynamic sampling, per block: the first `keep_per_block` informative groups.
+
+  informative: bool[B'] per rolled-out group (group-major, B' / S whole groups per block).
+  Returns (int32[S, keep_per_block * G] block-local trajectory rows to keep, int32[S] slots each
+  block had to fill with uninformative groups because it fell short).
+  """
+  inf = informative.reshape(num_blocks, -1)
+  order = jnp.argsort(~inf, axis=1, stable=True)[:, :keep_per_block]     # informative first
+  rows = order[:, :, None] * group_size + jnp.arange(group_size)
+  short = jnp.maximum(keep_per_block - jnp.sum(inf, axis=1), 0)
+  return rows.reshape(num_blocks, -1).astype(jnp.int32), short
+
+
+def take_local(tree, rows: jax.Array, mesh: Mesh):
+  """Rows rows[s] (block-local row numbers) of every block s of the leading axis -> [S * k].
+
+  A shard_map over the batch shards (each holds whole blocks), so each shard gathers only from the
+  rows it holds: observations, scenes and tokens never cross devices (a plain x[perm] over a
+  sharded axis all-gathers the whole buffer).
+  """
+  spec = P(sharding.BATCH_AXES)
+  def gather(t, r):
+    nb = r.shape[0]  # blocks on this shard
+    def g(x):
+      xb = x.reshape((nb, -1) + x.shape[1:])
+      return jax.vmap(lambda xi, ri: xi[ri])(xb, r).reshape((-1,) + x.shape[1:])
+    return jax.tree_util.tree_map(g, t)
+  return jax.shard_map(gather, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(tree, rows)
 
 
 def make_loss_fn(b: Built):
@@ -45,33 +81,38 @@ def make_loss_fn(b: Built):
   loss_impl = LOSSES[cfg.rl.loss]
   temp = cfg.policy.temperature
 
-  def score(params, traj: Trajectory):
+  def score(params, traj: Trajectory, weights):
     """log-probs and entropies f32[M, C * L], one policy call at a time.
 
-    Calls that no trajectory of the minibatch reached (the rollout exited early or the episodes
-    ended) are skipped with lax.cond: padded steps never go through the model, forward or backward.
+    Calls that no surviving trajectory of the minibatch reached (the rollout exited early, the
+    episodes ended, or only dropped groups got there) are skipped with lax.cond: they are neither
+    re-rendered nor put through the model, forward or backward.
     """
     m, c, l = traj.tokens.shape
-    reached = jnp.any(traj.token_mask > 0, axis=(0, 2))  # bool[C]: a prefix of True
+    live = traj.token_mask * (weights > 0)[:, None, None]
+    reached = jnp.any(live > 0, axis=(0, 2))  # bool[C]: a prefix of True
     zeros = jnp.zeros((m, l), jnp.float32)
+    text = b.text_table[traj.task_id]
 
     def per_call(_, xs):
-      obs_c, tokens_c, run = xs
-      out = jax.lax.cond(run, lambda: b.policy.log_prob(params, obs_c, tokens_c, temp),
-                         lambda: (zeros, zeros))
-      return None, out
+      frames_c, proprio_c, tokens_c, run = xs
+      def go():
+        obs = call_obs(b.env, frames_c, proprio_c, text, cfg.env.camera)
+        return b.policy.log_prob(params, obs, tokens_c, temp)
+      return None, jax.lax.cond(run, go, lambda: (zeros, zeros))
 
     time_major = lambda x: jnp.swapaxes(x, 0, 1)
-    xs = (jax.tree_util.tree_map(time_major, traj.obs), time_major(traj.tokens), reached)
+    xs = (jax.tree_util.tree_map(time_major, traj.frames), time_major(traj.proprio),
+          time_major(traj.tokens), reached)
     _, (logp, ent) = jax.lax.scan(per_call, None, xs)  # [C, M, L]
     return time_major(logp).reshape(m, c * l), time_major(ent).reshape(m, c * l)
 
   def loss_fn(params, traj: Trajectory, advantages, weights, ref_params):
     m = traj.tokens.shape[0]
-    logp, ent = score(params, traj)
+    logp, ent = score(params, traj, weights)
     ref_logp = None
     if ref_params is not None and cfg.rl.kl_coef > 0:
-      ref_logp = jax.lax.stop_gradient(score(ref_params, traj)[0])
+      ref_logp = jax.lax.stop_gradient(score(ref_params, traj, weights)[0])
     inp = LossInputs(logp=logp, old_logp=traj.logp.reshape(m, -1), advantages=advantages,
                      token_mask=traj.token_mask.reshape(m, -1), traj_weight=weights,
                      entropy=ent, ref_logp=ref_logp)
@@ -83,8 +124,10 @@ def make_loss_fn(b: Built):
 def make_train_step(b: Built):
   """Returns the jitted, sharded, donating train step for the built run."""
   cfg, mesh = b.cfg, b.mesh
-  n, g, bsz = cfg.num_trajectories, cfg.rl.group_size, cfg.rl.num_prompts
-  mb, num_mb = cfg.rl.minibatch_size, cfg.num_minibatches
+  g, bsz, over = cfg.rl.group_size, cfg.rl.num_prompts, cfg.rl.oversample
+  n_roll = cfg.num_rollout_trajectories
+  blocks = cfg.num_blocks
+  mb_local, num_mb = cfg.rl.minibatch_size // blocks, cfg.num_minibatches
   loss_fn = make_loss_fn(b)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   constrain = lambda t: sharding.constrain_batch(t, mesh)
@@ -93,31 +136,45 @@ def make_train_step(b: Built):
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, TRAIN_STREAM), state.step)
     rng_rollout, rng_shuffle = jax.random.split(rng)
     traj, calls = rollout(b.env, b.policy, state.params, rng_rollout, text_table=b.text_table,
-                          num_prompts=bsz, group_size=g, num_calls=cfg.num_calls,
+                          num_prompts=bsz * over, group_size=g, num_calls=cfg.num_calls,
                           temperature=cfg.policy.temperature, camera=cfg.env.camera,
-                          constrain=constrain)
-    rewards = traj.reward.reshape(bsz, g)
+                          store=cfg.rollout.store,
+                          policy_microbatch=cfg.rollout.policy_microbatch, mesh=mesh)
+    rewards = traj.reward.reshape(bsz * over, g)
     adv, weight = adv_lib.compute(cfg.rl.advantage, rewards, cfg.rl.adv_eps, cfg.rl.dynamic_sampling)
-    adv, weight = adv.reshape(n), weight.reshape(n)
-    def update(carry, batch):
-      params, opt_state = carry
-      traj_mb, adv_mb, w_mb = batch
-      (loss, aux), grads = grad_fn(params, traj_mb, adv_mb, w_mb, state.ref_params)
-      updates, new_opt = b.tx.update(grads, opt_state, params)
-      new_params = optax.apply_updates(params, updates)
-      # A minibatch whose groups were all dropped by dynamic sampling changes nothing (no decay,
-      # no moment updates): it carries no information.
+    adv, weight = constrain((adv.reshape(n_roll), weight.reshape(n_roll)))
+    batch = (traj, adv, weight)
+    extra = {}
+    if over > 1:  # keep num_prompts informative groups, each shard from its own rollouts
+      rows, short = keep_groups(weight.reshape(bsz * over, g)[:, 0] > 0, blocks, bsz // blocks, g)
+      batch = take_local(batch, rows, mesh)
+      extra = dict(buffer_short=jnp.any(short > 0).astype(jnp.float32),
+                   buffer_short_frac=jnp.sum(short) / bsz)
+    traj_u, adv_u, weight_u = batch
+
+    def update(order, carry, i):
+      rows = jax.lax.dynamic_slice_in_dim(order, i * mb_local, mb_local, axis=1)
+      traj_mb, adv_mb, w_mb = take_local(batch, rows, mesh)
+      # A minibatch whose groups were all dropped by dynamic sampling carries no gradient: it is
+      # not computed at all (no forward, backward, decay or moment update).
       live = jnp.sum(w_mb) > 0
-      keep = lambda new, old: jax.tree_util.tree_map(lambda x, y: jnp.where(live, x, y), new, old)
-      metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), live=live.astype(jnp.float32))
-      return (keep(new_params, params), keep(new_opt, opt_state)), metrics
+
+      def run(carry):
+        params, opt_state = carry
+        (loss, aux), grads = grad_fn(params, traj_mb, adv_mb, w_mb, state.ref_params)
+        updates, new_opt = b.tx.update(grads, opt_state, params)
+        metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
+        return (optax.apply_updates(params, updates), new_opt), metrics
+
+      shapes = jax.eval_shape(run, carry)[1]
+      skip = lambda carry: (carry, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                          shapes))
+      carry, metrics = jax.lax.cond(live, run, skip, carry)
+      return carry, dict(metrics, live=live.astype(jnp.float32))
 
     def epoch(carry, rng_e):
-      perm = minibatch_order(rng_e, weight, mb, num_mb)
-      shuffled = constrain(jax.tree_util.tree_map(lambda x: x[perm], (traj, adv, weight)))
-      split = lambda x: jnp.swapaxes(x.reshape((mb, num_mb) + x.shape[1:]), 0, 1)
-      batches = jax.tree_util.tree_map(split, shuffled)
-      return jax.lax.scan(update, carry, batches)
+      order = local_order(rng_e, weight_u, blocks)
+      return jax.lax.scan(lambda c, i: update(order, c, i), carry, jnp.arange(num_mb))
 
     (params, opt_state), mb_metrics = jax.lax.scan(
         epoch, (state.params, state.opt_state), jax.random.split(rng_shuffle, cfg.rl.num_epochs))
@@ -130,11 +187,14 @@ def make_train_step(b: Built):
         success_rate=jnp.mean(traj.reward),
         episode_length=jnp.mean(traj.length.astype(jnp.float32)),
         unstable_frac=jnp.mean(traj.unstable.astype(jnp.float32)),
+        render_overflow=jnp.sum(traj.render_overflow).astype(jnp.float32),
         policy_calls=calls.astype(jnp.float32),
         valid_group_frac=jnp.mean(weight),
-        valid_tokens=jnp.sum(traj.token_mask),
+        kept_valid_group_frac=jnp.mean(weight_u),
+        valid_tokens=jnp.sum(traj_u.token_mask * weight_u[:, None, None]),
         updates_applied=jnp.sum(live),
-        adv_abs_mean=jnp.mean(jnp.abs(adv)),
+        adv_abs_mean=jnp.mean(jnp.abs(adv_u)),
+        **extra,
     )
     counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, b.env.num_tasks)
     succ = jax.ops.segment_sum(traj.reward, traj.task_id, b.env.num_tasks)
@@ -142,7 +202,7 @@ def make_train_step(b: Built):
     batch_rate = succ / jnp.maximum(counts, 1.0)
     first = stats.task_count == 0
     ema = jnp.where(first, batch_rate, _EMA * stats.task_success + (1 - _EMA) * batch_rate)
-    new_stats = EnvStats(episodes=stats.episodes + n,
+    new_stats = EnvStats(episodes=stats.episodes + n_roll,
                          task_success=jnp.where(seen, ema, stats.task_success),
                          task_count=stats.task_count + counts)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)

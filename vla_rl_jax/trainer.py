@@ -53,6 +53,8 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
              f"tensor={cfg.mesh.tensor}")
 
   b = build(cfg)
+  for f in b.replicated_params:
+    writer.log(f"replicated (its mesh axis does not divide it): {f.describe()}")
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
   latest = ckpt.latest_step()
   if latest is not None:
@@ -82,6 +84,7 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
 
   def evaluate(step: int) -> dict[str, Any]:
     m = metrics_lib.to_host(eval_fn(state.params))
+    metrics_lib.check_render(m, step, "evaluation at step")
     history.append({"step": step, **m})
     writer.write(step, m, prefix="eval")
     writer.log(f"eval @ step {step}: success {m['success_rate']:.3f} on "
@@ -104,6 +107,7 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
     m.update(step_time_s=dt, samples_per_s=cfg.num_trajectories / dt,
              env_steps_per_s=cfg.num_trajectories * m["episode_length"] / dt)
     metrics_lib.check_finite(m, step)
+    metrics_lib.check_render(m, step)
     train_rows.append({"step": step, **m})
     if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
       writer.write(step, m)

@@ -34,16 +34,20 @@ class PolicyObs:
 class Trajectory:
   """One rollout batch, trajectory-major so minibatches slice the leading axis.
 
-  obs:          PolicyObs with leading [N, C]
+  frames:       what the policy saw at each call, leading [N, C]: {"image": uint8[N, C, H, W, 3]}
+                or {"scene": the env's renderer inputs} (rollout.call_obs rebuilds the image)
+  proprio:      float32[N, C, P]  proprioception at each call (P may be 0)
   tokens:       int32[N, C, L]    sampled action-bin indices (0..255)
   logp:         float32[N, C, L]  log-prob of each token under the sampling policy (tempered)
   token_mask:   float32[N, C, L]  1 where the token's action step ran before the episode ended
   reward:       float32[N]        binary outcome: 1 if the goal predicate held at the end
   length:       int32[N]          control steps executed
-  task_id:      int32[N]
+  task_id:      int32[N]          (the instruction: text_table[task_id])
   unstable:     bool[N]           physics blew up (counted as failure)
+  render_overflow: int32[N]       frames the renderer flagged as possibly inexact (must be 0)
   """
-  obs: PolicyObs
+  frames: Any
+  proprio: jax.Array
   tokens: jax.Array
   logp: jax.Array
   token_mask: jax.Array
@@ -51,6 +55,7 @@ class Trajectory:
   length: jax.Array
   task_id: jax.Array
   unstable: jax.Array
+  render_overflow: jax.Array
 
 
 @struct.dataclass
