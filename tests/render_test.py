@@ -1,4 +1,6 @@
-"""envs/render.py: the JAX ray caster against MuJoCo's C ray casting (mj_ray), plus API checks."""
+"""envs/render.py: the JAX ray caster against MuJoCo's C ray casting (mj_ray), exact culling
+(culled == brute force on the task scenes and on cluttered scenes, overflow reported, never a silent
+drop), SceneInputs, plus API checks."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,8 @@ import numpy as np
 import pytest
 from mujoco import mjx
 
-from envs.render import Renderer
+from envs import registry
+from envs.render import Renderer, SceneInputs
 
 H = W = 32
 CAMS = ("fixed", "moving")
@@ -121,8 +124,7 @@ def scene():
 
 @pytest.fixture(scope="module")
 def renderer(scene):
-  # small K so the per-tile top-K path is exercised (4 spheres, 3 of most other classes)
-  return Renderer(scene[0], CAMS, H, W, tile=8, max_candidates=2)
+  return Renderer(scene[0], CAMS, H, W, tile=8)          # shipped default capacity ("auto")
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +132,12 @@ def render_fn(renderer):
   return jax.jit(renderer.render)
 
 
-def test_depth_and_segmentation_match_mj_ray(scene, render_fn):
+def test_depth_and_segmentation_match_mj_ray(scene, renderer, render_fn):
   m, states = scene
+  overflow = jax.jit(renderer.overflow)
   for dx, refs in states:
     out = render_fn(dx)
+    assert int(overflow(dx)) == 0
     for cam in CAMS:
       ref_depth, ref_seg = refs[cam]
       seg = np.asarray(out[cam]["segmentation"])
@@ -150,10 +154,12 @@ def test_depth_and_segmentation_match_mj_ray(scene, render_fn):
 
 def test_culling_equals_brute_force(scene):
   m, states = scene
-  culled = jax.jit(Renderer(m, CAMS, H, W, tile=8, max_candidates=8).render)
+  r = Renderer(m, CAMS, H, W, tile=8, max_candidates=8)
+  culled = jax.jit(lambda d: r.render(d, with_overflow=True))
   brute = jax.jit(Renderer(m, CAMS, H, W, cull=False).render)
   for dx, _ in states:
-    a, b = culled(dx), brute(dx)
+    (a, ov), b = culled(dx), brute(dx)
+    assert int(ov) == 0
     for cam in CAMS:
       np.testing.assert_array_equal(a[cam]["segmentation"], b[cam]["segmentation"])
       np.testing.assert_allclose(a[cam]["depth"], b[cam]["depth"], rtol=1e-5, atol=1e-5)
@@ -214,9 +220,223 @@ def test_shadows_only_darken(scene, render_fn):
   m, states = scene
   dx, _ = states[1]
   lit = render_fn(dx)["fixed"]
-  sh = jax.jit(Renderer(m, CAMS, H, W, tile=8, max_candidates=2, shadows=True).render)(dx)["fixed"]
+  sh = jax.jit(Renderer(m, CAMS, H, W, tile=8, shadows=True).render)(dx)["fixed"]
   np.testing.assert_array_equal(lit["segmentation"], sh["segmentation"])
   a = np.asarray(lit["rgb"]).astype(int)
   b = np.asarray(sh["rgb"]).astype(int)
   assert np.all(b <= a + 1)
   assert np.sum(b.sum(-1) < a.sum(-1) - 10) > 0           # some pixels lie in a shadow
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact culling.
+
+def _seg_agreement(a, b, cams):
+  return {cam: float(np.mean(np.asarray(a[cam]["segmentation"]) == np.asarray(b[cam]["segmentation"])))
+          for cam in cams}
+
+
+def _stack(items):
+  return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *items)
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if n.startswith("libero_")])
+def test_task_scene_culled_equals_brute_force(name):
+  """Shipped settings: the env's own renderer on reset states and after random-action steps
+  equals brute force (segmentation) on >= 99.9% of pixels, with no overflow."""
+  cams = ("agentview", "wrist")
+  env = registry.make(name, image_size=128, cameras=cams)
+  r = env._renderer
+  nreset, nsteps = 6, 3
+  states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(7), nreset))
+  d0 = states.pipeline_state
+
+  @jax.jit
+  def random_steps(d, key):
+    def body(d, k):
+      a = jax.random.uniform(k, (nreset, env.action_size), minval=-1.0, maxval=1.0)
+      d = jax.vmap(lambda d, a: env.physics_steps(env.apply_action(d, a), env.substeps, d.ctrl))(d, a)
+      return d, r.scene_inputs(d)
+    return jax.lax.scan(body, d, jax.random.split(key, nsteps))[1]
+
+  after = random_steps(d0, jax.random.PRNGKey(3))                    # [nsteps, nreset, ...]
+  after = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), after)
+  scenes = _stack([jax.vmap(r.scene_inputs)(d0), after])
+  brute = Renderer(env.mj_model, cams, 128, 128, cull=False)
+  img, ov = jax.jit(jax.vmap(lambda s: r.render(s, with_overflow=True)))(scenes)
+  ref = jax.jit(jax.vmap(brute.render))(scenes)
+  r.check_overflow(ov, scenes)
+  assert np.all(np.asarray(ov) == 0)
+  agree = _seg_agreement(img, ref, cams)
+  assert min(agree.values()) >= 0.999, agree
+  for cam in cams:
+    assert np.mean(np.asarray(ref[cam]["segmentation"]) >= 0) > 0.5      # the scene is in view
+
+
+_NCLUTTER = {"box": 24, "sphere": 8, "capsule": 8, "cylinder": 6, "ellipsoid": 6}
+
+
+def _clutter_xml() -> str:
+  """Free bodies (one geom each) thrown into a small region the cameras look at; a camera rig
+  whose own geoms (sphere, box, capsule, and a cylinder) enclose or touch the camera."""
+  rng = np.random.default_rng(11)
+  bodies = []
+  for t, n in _NCLUTTER.items():
+    for i in range(n):
+      s = rng.uniform(0.01, 0.05, 3)
+      size = {"sphere": f"{s[0]}", "capsule": f"{s[0]} {s[1]}", "cylinder": f"{s[0]} {s[1]}",
+              "box": f"{s[0]} {s[1]} {s[2]}", "ellipsoid": f"{s[0]} {s[1]} {s[2]}"}[t]
+      c = rng.uniform(0.2, 1.0, 3)
+      bodies.append(f'<body name="{t}{i}"><freejoint/><geom type="{t}" size="{size}" '
+                    f'rgba="{c[0]:.3f} {c[1]:.3f} {c[2]:.3f} 1"/></body>')
+  return f"""
+<mujoco>
+  <default><geom contype="0" conaffinity="0"/></default>
+  <worldbody>
+    <light dir="0.2 0.3 -1" directional="true"/>
+    <geom name="floor" type="plane" size="0 0 0.1" rgba="0.5 0.5 0.5 1"/>
+    <camera name="fixed" pos="0 -0.8 0.6" xyaxes="1 0 0 0 0.6 0.8" fovy="40"/>
+    {''.join(bodies)}
+    <body name="rig"><freejoint/>
+      <camera name="rigcam" pos="0 0 0" fovy="60"/>
+      <geom type="sphere" size="0.3" rgba="1 0 0 1"/>
+      <geom type="box" size="0.05 0.05 0.05" rgba="0 1 0 1"/>
+      <geom type="capsule" size="0.02 0.1" pos="0.01 0 0" euler="0 90 0" rgba="0 0 1 1"/>
+      <geom type="cylinder" size="0.03 0.02" pos="0 -0.05 -0.06" rgba="1 1 0 1"/>
+      <geom type="ellipsoid" size="0.02 0.03 0.01" pos="0 0 0.05" rgba="0 1 1 1"/>
+    </body>
+  </worldbody>
+</mujoco>"""
+
+
+def _clutter_states(m, n, seed):
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    d = mujoco.MjData(m)
+    spread = rng.uniform(0.05, 0.2)
+    for b in range(1, m.nbody - 1):
+      adr = m.jnt_qposadr[m.body_jntadr[b]]
+      d.qpos[adr:adr + 3] = np.array([0.0, 0.0, 0.15]) + rng.uniform(-spread, spread, 3)
+      q = rng.normal(size=4)
+      d.qpos[adr + 3:adr + 7] = q / np.linalg.norm(q)
+    adr = m.jnt_qposadr[m.body_jntadr[m.nbody - 1]]
+    pos = _ring(rng, 0.5, [-0.8, -0.8, 0.2], [0.8, 0.8, 0.8])
+    d.qpos[adr:adr + 3] = pos
+    d.qpos[adr + 3:adr + 7] = _lookat_quat(pos, rng.uniform(-0.05, 0.05, 3) + [0, 0, 0.15], rng)
+    mujoco.mj_kinematics(m, d)
+    mujoco.mj_camlight(m, d)
+    out.append(d)
+  return out
+
+
+CL = 64          # clutter image size
+CL_CAMS = ("fixed", "rigcam")
+
+
+@pytest.fixture(scope="module")
+def clutter():
+  m = mujoco.MjModel.from_xml_string(_clutter_xml())
+  ds = _clutter_states(m, 6, 0)
+  batch = _stack([jax.tree_util.tree_map(lambda x: x[None], mjx.put_data(m, d)) for d in ds])
+  # a capacity that just fits these states, with lists on every class: 1 slot per tile, and the
+  # most crowded tiles (as many as these states have with > 1 overlap) room for the worst tile
+  counts = Renderer(m, CL_CAMS, CL, CL, max_candidates=1).tile_counts(ds)
+  levels = {f"{cam}:{c}": ((64, 1), (int((v > 1).sum(-1).max()), int(v.max())))
+            if v.max() > 1 else 1 for cam in CL_CAMS for c, v in counts[cam].items()}
+  return m, ds, batch, counts, levels
+
+
+def test_cluttered_scene_exact(clutter):
+  m, ds, batch, counts, lv = clutter
+  assert max(int(counts[cam]["box"].max()) for cam in CL_CAMS) >= 10        # crowded tiles
+  assert all(max(int(counts[cam][c].max()) for cam in CL_CAMS) >= 3 for c in _NCLUTTER)
+  r = Renderer(m, CL_CAMS, CL, CL, calibration_data=ds)                   # "auto", calibrated
+  r_lv = Renderer(m, CL_CAMS, CL, CL, max_candidates=lv)
+  assert all(len(r_lv.capacity[cam][c]) == 2 for cam in CL_CAMS for c in _NCLUTTER)
+  brute = Renderer(m, CL_CAMS, CL, CL, cull=False)
+  ref = jax.jit(jax.vmap(brute.render))(batch)
+  assert all(np.mean(np.asarray(ref[c]["segmentation"]) >= 0) > 0.3 for c in CL_CAMS)
+  for rr in (r, r_lv):
+    img, ov = jax.jit(jax.vmap(lambda d: rr.render(d, with_overflow=True)))(batch)
+    assert np.all(np.asarray(ov) == 0)
+    rr.check_overflow(ov)
+    for cam in CL_CAMS:
+      np.testing.assert_array_equal(img[cam]["segmentation"], ref[cam]["segmentation"])
+      np.testing.assert_allclose(img[cam]["depth"], ref[cam]["depth"], rtol=1e-5, atol=1e-6)
+
+
+def test_overflow_reported_not_silent(clutter):
+  m, ds, batch, _, _ = clutter
+  small = Renderer(m, CL_CAMS, CL, CL, max_candidates=2)
+  brute = Renderer(m, CL_CAMS, CL, CL, cull=False)
+  (img, ov), ref = (jax.jit(jax.vmap(lambda d: small.render(d, with_overflow=True)))(batch),
+                    jax.jit(jax.vmap(brute.render))(batch))
+  per = np.asarray(jax.jit(jax.vmap(lambda d: small.overflow(d, per_class=True)))(batch))
+  ov = np.asarray(ov)
+  assert per.shape == (len(ds), len(CL_CAMS), len(small.overflow_classes))
+  np.testing.assert_array_equal(per.sum((1, 2)), ov)
+  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(small.overflow))(batch)), ov)
+  rgb_ov = np.asarray(jax.jit(jax.vmap(lambda d: small.render_rgb(d, with_overflow=True)[1]))(batch))
+  np.testing.assert_array_equal(rgb_ov, ov)
+  assert np.all(ov > 0)
+  assert per[:, :, small.overflow_classes.index("box")].sum() > 0
+  # the count is the one the host computes from the same states
+  counts = small.tile_counts(ds)
+  host = sum((counts[cam][c] > 2).sum(-1) for cam in CL_CAMS for c in small.overflow_classes)
+  np.testing.assert_array_equal(host, ov)
+  # the images really are wrong where it overflows (so an overflow must be an error) ...
+  assert any(np.any(np.asarray(img[c]["segmentation"]) != np.asarray(ref[c]["segmentation"]))
+             for c in CL_CAMS)
+  # ... and check_overflow says so, naming camera, class and a capacity that fits
+  with pytest.raises(ValueError, match="capacity exceeded") as e:
+    small.check_overflow(ov, ds)
+  assert "box" in str(e.value) and "max_candidates=" in str(e.value)
+  with pytest.raises(ValueError, match="box"):
+    small.check_overflow(per, per_class=True)
+  small.check_overflow(np.zeros(3, np.int32))                  # no overflow: no error
+
+
+def test_scene_inputs_path_bit_identical(clutter, scene):
+  m, ds, batch, _, _ = clutter
+  # small capacity with crowded-tile levels (a small graph: compile time); overflows do not matter
+  r = Renderer(m, CL_CAMS, 32, 32, max_candidates={c: ((16, 1), (6, 3)) for c in _NCLUTTER})
+  sc = jax.jit(jax.vmap(r.scene_inputs))(batch)
+  assert isinstance(sc, SceneInputs)
+  g = len(r.geom_ids)
+  assert sc.geom_xpos.shape == (len(ds), g, 3) and sc.geom_xmat.shape == (len(ds), g, 9)
+  assert sc.cam_xpos.shape == (len(ds), 2, 3) and sc.cam_xmat.shape == (len(ds), 2, 9)
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(sc))
+  rgba = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (m.ngeom, 4)), jnp.float32)
+  kw = dict(rgba=rgba, light_dir=jnp.array([0.3, -0.2, -1.0]),
+            cam_offset=jnp.array([[0.01, 0.0, -0.02], [0.0, 0.01, 0.0]]))
+  f = jax.jit(jax.vmap(lambda d: (r.render(d, with_overflow=True, **kw),
+                                   r.overflow(d, cam_offset=kw["cam_offset"], per_class=True))))
+  a, b = f(batch), f(sc)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # render_rgb, unbatched, scene_inputs taken outside jit, a Data with invisible geoms
+  m2, states = scene
+  r2 = Renderer(m2, CAMS, H, W)
+  dx = states[0][0]
+  one = jax.jit(lambda d: r2.render_rgb(d, with_overflow=True))
+  for x, y in zip(jax.tree_util.tree_leaves(one(dx)),
+                  jax.tree_util.tree_leaves(one(r2.scene_inputs(dx)))):
+    np.testing.assert_array_equal(x, y)
+  assert len(r2.geom_ids) < m2.ngeom                   # the invisible geoms are not stored
+
+
+def test_capacity_api(clutter):
+  m, ds, _, _, _ = clutter
+  r = Renderer(m, CL_CAMS, CL, CL, max_candidates={"box": 4, "rigcam:sphere": ((64, 1), (8, 3))},
+               calibration_data=ds)
+  assert r.capacity["fixed"]["box"] == ((64, 4),) and r.capacity["rigcam"]["box"] == ((64, 4),)
+  assert r.capacity["rigcam"]["sphere"] == ((64, 1), (8, 3))
+  assert r.capacity["fixed"]["sphere"][0][0] == 64                  # planned ("auto")
+  for bad in ({"bogus": 3}, {"box": ((64, 4), (8, 2))}, {"box": 0}, "most"):
+    with pytest.raises(ValueError):
+      Renderer(m, CL_CAMS, CL, CL, max_candidates=bad)
+  # slots are capped at the class size: then there is nothing to overflow
+  big = Renderer(m, CL_CAMS, CL, CL, max_candidates=1000)
+  assert all(lv == ((64, len(big.culled[c])),)
+             for c, lv in zip(big._culled, big.capacity["fixed"].values()))

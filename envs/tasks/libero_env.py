@@ -222,24 +222,38 @@ class LiberoTask(base.Env):
     cam = self._rand.camera_jitter * jax.random.normal(k_cam, (max(len(self._cameras), 1), 3))
     return {"rgba": rgba, "light_dir": light, "cam_offset": cam}
 
-  def _obs(self, data, render_params: dict) -> dict:
-    obs = {}
-    if self._renderer is not None:
-      kw = {}
-      if self._rand.color_jitter > 0:
-        kw["rgba"] = render_params["rgba"]
-      if self._rand.light_jitter > 0:
-        kw["light_dir"] = render_params["light_dir"]
-      if self._rand.camera_jitter > 0:
-        kw["cam_offset"] = render_params["cam_offset"]
-      images = self._renderer.render_rgb(data, **kw)
-      for c in self._cameras:
-        obs[base.image_key(c)] = images[c]
-    obs["task_id"] = jnp.asarray(self._task_id, jnp.int32)
-    obs["proprio"] = jnp.concatenate([
-        data.site_xpos[self._tcp], _mat_to_quat(data.site_xmat[self._tcp]),
-        data.qpos[self._finger_qadr]]).astype(jnp.float32)
-    return obs
+  def _state_obs(self, data) -> dict:
+    """The observation entries that are not images (cheap: updated on every physics step)."""
+    return {"task_id": jnp.asarray(self._task_id, jnp.int32),
+            "proprio": jnp.concatenate([
+                data.site_xpos[self._tcp], _mat_to_quat(data.site_xmat[self._tcp]),
+                data.qpos[self._finger_qadr]]).astype(jnp.float32)}
+
+  def scene(self, state: base.State) -> dict:
+    """Renderer inputs: visible geom and camera poses (a few KB) plus the enabled render params."""
+    if self._renderer is None:
+      return {}
+    params = state.info["render"]
+    out = {"poses": self._renderer.scene_inputs(state.pipeline_state)}
+    if self._rand.color_jitter > 0:
+      out["rgba"] = params["rgba"]
+    if self._rand.light_jitter > 0:
+      out["light_dir"] = params["light_dir"]
+    if self._rand.camera_jitter > 0:
+      out["cam_offset"] = params["cam_offset"]
+    return out
+
+  def render_overflow(self, scene: dict) -> jax.Array:
+    if self._renderer is None:
+      return jnp.zeros((), jnp.int32)
+    return self._renderer.overflow(scene["poses"], cam_offset=scene.get("cam_offset"))
+
+  def render_scene(self, scene: dict) -> dict:
+    if self._renderer is None:
+      return {}
+    kw = {k: v for k, v in scene.items() if k != "poses"}
+    images = self._renderer.render_rgb(scene["poses"], **kw)
+    return {base.image_key(c): images[c] for c in self._cameras}
 
   def reset(self, rng: jax.Array) -> base.State:
     k_layout, k_render = jax.random.split(rng)
@@ -254,8 +268,9 @@ class LiberoTask(base.Env):
     success = jnp.asarray(False)   # init regions never satisfy the goal (LIBERO: False at init)
     zero = jnp.zeros((), jnp.float32)
     info = {"success": success, "unstable": jnp.asarray(False), "render": render_params}
-    return base.State(data, self._obs(data, render_params), zero, zero,
-                      {"success": success.astype(jnp.float32)}, info)
+    state = base.State(data, self._state_obs(data), zero, zero,
+                       {"success": success.astype(jnp.float32)}, info)
+    return self.observe(state)
 
   def apply_action(self, data, action: jax.Array):
     """Controller: 7-D LIBERO action -> new ctrl / mocap target (no physics)."""
@@ -267,6 +282,10 @@ class LiberoTask(base.Env):
                         mocap_quat=data.mocap_quat.at[0].set(cmd.target_quat))
 
   def step(self, state: base.State, action: jax.Array) -> base.State:
+    return self.observe(self.physics_step(state, action))
+
+  def physics_step(self, state: base.State, action: jax.Array) -> base.State:
+    """One 20 Hz control step; obs images are left stale (see `observe`)."""
     prev = state.pipeline_state
     data = self.physics_steps(self.apply_action(prev, action), self._substeps, prev.ctrl)
     unstable = base.nonfinite((data.qpos, data.qvel))
@@ -280,7 +299,7 @@ class LiberoTask(base.Env):
     info["unstable"] = unstable | (prev_done & state.info["unstable"])
     metrics = dict(state.metrics)
     metrics["success"] = success.astype(jnp.float32)
-    return state.replace(pipeline_state=data, obs=self._obs(data, state.info["render"]),
+    return state.replace(pipeline_state=data, obs={**state.obs, **self._state_obs(data)},
                          reward=reward, done=done, metrics=metrics, info=info)
 
 
