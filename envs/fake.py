@@ -1,6 +1,7 @@
 """A cheap pure-JAX pixel task for learner tests and the tiny demo: reach the named coloured target.
 
-A point agent moves in the square [-1, 1]^2. Four coloured targets sit at fixed slots; the language
+A point agent moves in the square [-1, 1]^2. Four coloured targets sit at fixed slots (right, left,
+up, down of the centre at distance `slot_radius`); the language
 instruction names one colour ("reach the red target"). Action (D = 2): a displacement of
 `step_size * clip(a, -1, 1)`. Success (reward 1, done) when the agent is within `radius` of the
 named target. The image is the top-down view: row 0 is y = +1 (top), column 0 is x = -1 (left).
@@ -12,6 +13,7 @@ It is a test scaffold, not a benchmark: the MJX manipulation tasks live in envs/
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -22,7 +24,8 @@ from envs.base import Env, State, freeze_if_unstable, image_key, nonfinite
 
 COLOURS = ("red", "green", "blue", "yellow")
 _RGB = jnp.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40]], jnp.uint8)
-_SLOTS = jnp.array([[0.3, 0.0], [-0.3, 0.0], [0.0, 0.3], [0.0, -0.3]], jnp.float32)
+_DIRECTIONS = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], jnp.float32)
+OFF_BOARD = 8.0  # where targets that are not drawn are parked (distractors=False): never in view
 
 
 @struct.dataclass
@@ -36,13 +39,26 @@ class FakeReach(Env):
 
   def __init__(self, image_size: int = 32, cameras: Sequence[str] = ("agentview",),
                step_size: float = 0.1, radius: float = 0.15, start_noise: float = 0.1,
-               shuffle_targets: bool = False):
+               shuffle_targets: bool = False, slot_radius: float = 0.3, slot_angle: float = 0.0,
+               distractors: bool = True):
     if image_size <= 0:
       raise ValueError(f"image_size={image_size} must be > 0")
+    if not 0.0 < slot_radius <= 1.0:
+      raise ValueError(f"slot_radius={slot_radius} must be in (0, 1]")
     self._size = int(image_size)
     self._cameras = tuple(cameras)
     self.step_size, self.radius = float(step_size), float(radius)
     self.start_noise, self.shuffle_targets = float(start_noise), bool(shuffle_targets)
+    self.slot_radius, self.slot_angle = float(slot_radius), float(slot_angle)
+    self.distractors = bool(distractors)
+
+  @property
+  def slots(self) -> jax.Array:
+    """f32[4, 2]: the target slots: right, left, up, down of the centre at `slot_radius`, turned
+    `slot_angle` degrees counter-clockwise (45: the four diagonals)."""
+    a = math.radians(self.slot_angle)
+    c, s = math.cos(a), math.sin(a)
+    return self.slot_radius * (_DIRECTIONS @ jnp.array([[c, s], [-s, c]], jnp.float32))
 
   @property
   def instructions(self) -> tuple[str, ...]:
@@ -80,8 +96,16 @@ class FakeReach(Env):
     d2 = (xs - ps.pos[0]) ** 2 + (ys - ps.pos[1]) ** 2
     return jnp.where((d2 < (0.6 * self.radius) ** 2)[..., None], jnp.uint8(255), img)
 
-  def _obs(self, ps: FakePipelineState, task_id: jax.Array) -> dict[str, jax.Array]:
-    obs = {image_key(c): self.render(ps) for c in self._cameras}
+  def scene(self, state: State) -> FakePipelineState:
+    """The renderer's inputs: agent and target positions (10 floats instead of an image)."""
+    return state.pipeline_state
+
+  def render_scene(self, scene: FakePipelineState) -> dict[str, jax.Array]:
+    return {image_key(c): self.render(scene) for c in self._cameras}
+
+  def _obs(self, ps: FakePipelineState, task_id: jax.Array,
+           images: dict[str, jax.Array] | None = None) -> dict[str, jax.Array]:
+    obs = dict(self.render_scene(ps) if images is None else images)
     obs["task_id"] = task_id
     obs["proprio"] = ps.pos
     return obs
@@ -93,9 +117,11 @@ class FakeReach(Env):
     k_task, k_pos, k_perm = jax.random.split(rng, 3)
     task_id = jax.random.randint(k_task, (), 0, len(COLOURS), dtype=jnp.int32)
     pos = jax.random.uniform(k_pos, (2,), minval=-self.start_noise, maxval=self.start_noise)
-    targets = _SLOTS
+    targets = self.slots
     if self.shuffle_targets:
-      targets = _SLOTS[jax.random.permutation(k_perm, len(COLOURS))]
+      targets = targets[jax.random.permutation(k_perm, len(COLOURS))]
+    if not self.distractors:  # only the named target is on the board (and in the image)
+      targets = jnp.where((jnp.arange(len(COLOURS)) == task_id)[:, None], targets, OFF_BOARD)
     ps = FakePipelineState(pos=pos, targets=targets)
     zero = jnp.zeros((), jnp.float32)
     info = {"success": jnp.zeros((), bool), "unstable": jnp.zeros((), bool), "task_id": task_id}
@@ -103,6 +129,9 @@ class FakeReach(Env):
                  metrics={"success": zero}, info=info)
 
   def step(self, state: State, action: jax.Array) -> State:
+    return self.observe(self.physics_step(state, action))
+
+  def physics_step(self, state: State, action: jax.Array) -> State:
     ps = state.pipeline_state
     task_id = state.info["task_id"]
     new = ps.replace(pos=jnp.clip(ps.pos + self.step_size * jnp.clip(action, -1.0, 1.0), -1.0, 1.0))
@@ -112,7 +141,8 @@ class FakeReach(Env):
     reward = (success & ~state.info["success"]).astype(jnp.float32)
     done = (success | unstable).astype(jnp.float32)
     info = {**state.info, "success": success, "unstable": unstable}
-    return state.replace(pipeline_state=new, obs=self._obs(new, task_id), reward=reward, done=done,
+    images = {image_key(c): state.obs[image_key(c)] for c in self._cameras}  # stale until observe
+    return state.replace(pipeline_state=new, obs=self._obs(new, task_id, images), reward=reward, done=done,
                          metrics={"success": success.astype(jnp.float32)}, info=info)
 
   def expert_action(self, state: State) -> jax.Array:

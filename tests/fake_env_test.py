@@ -3,8 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from brax.envs.wrappers import training as brax_training
 
+from envs import fake as fake_lib
 from envs import registry
 from envs.base import image_key
 from envs.fake import COLOURS, FakeReach
@@ -56,3 +58,66 @@ def test_brax_training_wrappers_run_unchanged():
   # the episode limit fired at step 5 and auto-reset restarted the count
   np.testing.assert_array_equal(s.info["steps"], 1)
   assert s.obs["image_agentview"].shape == (4, 8, 8, 3)
+
+
+def test_default_layout_is_unchanged():
+  # the slots fake_reach always had (right, left, up, down at 0.3), fixed unless shuffled
+  env = FakeReach(image_size=8)
+  old = np.array([[0.3, 0.0], [-0.3, 0.0], [0.0, 0.3], [0.0, -0.3]], np.float32)
+  np.testing.assert_array_equal(np.asarray(env.slots), old)
+  s = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 4))
+  np.testing.assert_array_equal(np.asarray(s.pipeline_state.targets), np.broadcast_to(old, (4, 4, 2)))
+
+
+def _colour_mask(img, i):
+  rgb = np.asarray(fake_lib._RGB[i]).astype(int)
+  return np.all(np.asarray(img).astype(int) == rgb, axis=-1)
+
+
+def test_slot_radius_angle_shuffle_and_distractors():
+  env = FakeReach(image_size=32, slot_radius=0.85, slot_angle=45.0, radius=0.3, step_size=0.6,
+                  shuffle_targets=True)
+  slots = np.asarray(env.slots)
+  np.testing.assert_allclose(np.linalg.norm(slots, axis=1), 0.85, rtol=1e-6)
+  # turned 45 degrees counter-clockwise: right -> upper right, left -> lower left, up -> upper left
+  np.testing.assert_allclose(np.sign(slots), [[1, 1], [-1, -1], [-1, 1], [1, -1]])
+  assert np.min([np.linalg.norm(a - b) for i, a in enumerate(slots) for b in slots[i + 1:]]) > 2 * 0.3
+
+  states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 64))
+  targets = np.asarray(states.pipeline_state.targets)
+  # every episode puts the four colours on the four slots, in an order drawn per episode
+  slot_of = np.argmin(np.linalg.norm(targets[:, :, None] - slots[None, None], axis=-1), axis=-1)
+  np.testing.assert_allclose(targets, slots[slot_of], atol=1e-6)
+  assert all(sorted(row) == [0, 1, 2, 3] for row in slot_of.tolist())
+  assert set(slot_of[:, 0].tolist()) == {0, 1, 2, 3}  # red turns up in every slot
+  # the image shows each colour in its slot's quadrant (row 0 is the top, column 0 the left)
+  img = np.asarray(states.obs[image_key("agentview")][0])
+  for i in range(len(COLOURS)):
+    rows, cols = np.nonzero(_colour_mask(img, i))
+    assert rows.size > 0
+    x, y = targets[0, i]
+    assert np.all((cols >= 16) == (x > 0)) and np.all((rows < 16) == (y > 0))
+
+  # distractors=False: only the named target is on the board and in the image; the rest are parked
+  solo = FakeReach(image_size=32, slot_radius=0.85, slot_angle=45.0, radius=0.3, step_size=0.6,
+                   shuffle_targets=True, distractors=False)
+  s = jax.jit(jax.vmap(solo.reset))(jax.random.split(jax.random.PRNGKey(0), 64))
+  np.testing.assert_array_equal(np.asarray(s.pipeline_state.pos), np.asarray(states.pipeline_state.pos))
+  task = np.asarray(s.info["task_id"])
+  t = np.asarray(s.pipeline_state.targets)
+  named = np.arange(len(COLOURS))[None] == task[:, None]
+  np.testing.assert_array_equal(t[named], targets[named])  # same draw as with distractors
+  assert np.all(t[~named] == fake_lib.OFF_BOARD)
+  for n in range(4):
+    img = s.obs[image_key("agentview")][n]
+    for i in range(len(COLOURS)):
+      assert _colour_mask(img, i).any() == (i == task[n])
+  # one expert step from the centre reaches the named target
+  nxt = jax.vmap(solo.step)(s, jax.vmap(solo.expert_action)(s))
+  assert np.all(np.asarray(nxt.info["success"]))
+
+
+def test_slot_radius_must_be_on_the_board():
+  for bad in (0.0, -0.3, 1.5):
+    with pytest.raises(ValueError, match="slot_radius"):
+      FakeReach(slot_radius=bad)
