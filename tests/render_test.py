@@ -18,17 +18,19 @@ _TYPES = ("sphere", "capsule", "box", "cylinder", "ellipsoid")
 _NBODIES = 12
 
 
+def _free_body(name: str, t: str, rng, lo: float, hi: float) -> str:
+  """A free body with one geom of type t, random size in [lo, hi] and random colour."""
+  s = rng.uniform(lo, hi, 3)
+  size = {"sphere": f"{s[0]}", "capsule": f"{s[0]} {s[1]}", "cylinder": f"{s[0]} {s[1]}",
+          "box": f"{s[0]} {s[1]} {s[2]}", "ellipsoid": f"{s[0]} {s[1]} {s[2]}"}[t]
+  c = rng.uniform(0.2, 1.0, 3)
+  return (f'<body name="{name}"><freejoint/><geom type="{t}" size="{size}" '
+          f'rgba="{c[0]:.3f} {c[1]:.3f} {c[2]:.3f} 1"/></body>')
+
+
 def _scene_xml(seed: int = 0) -> str:
   rng = np.random.default_rng(seed)
-  bodies = []
-  for i in range(_NBODIES):
-    t = _TYPES[i % len(_TYPES)]
-    s = rng.uniform(0.04, 0.15, 3)
-    size = {"sphere": f"{s[0]}", "capsule": f"{s[0]} {s[1]}", "cylinder": f"{s[0]} {s[1]}",
-            "box": f"{s[0]} {s[1]} {s[2]}", "ellipsoid": f"{s[0]} {s[1]} {s[2]}"}[t]
-    c = rng.uniform(0.2, 1.0, 3)
-    bodies.append(f'<body name="b{i}"><freejoint/><geom type="{t}" size="{size}" '
-                  f'rgba="{c[0]:.3f} {c[1]:.3f} {c[2]:.3f} 1"/></body>')
+  bodies = [_free_body(f"b{i}", _TYPES[i % len(_TYPES)], rng, 0.04, 0.15) for i in range(_NBODIES)]
   return f"""
 <mujoco>
   <default><geom contype="0" conaffinity="0"/></default>
@@ -283,12 +285,7 @@ def _clutter_xml() -> str:
   bodies = []
   for t, n in _NCLUTTER.items():
     for i in range(n):
-      s = rng.uniform(0.01, 0.05, 3)
-      size = {"sphere": f"{s[0]}", "capsule": f"{s[0]} {s[1]}", "cylinder": f"{s[0]} {s[1]}",
-              "box": f"{s[0]} {s[1]} {s[2]}", "ellipsoid": f"{s[0]} {s[1]} {s[2]}"}[t]
-      c = rng.uniform(0.2, 1.0, 3)
-      bodies.append(f'<body name="{t}{i}"><freejoint/><geom type="{t}" size="{size}" '
-                    f'rgba="{c[0]:.3f} {c[1]:.3f} {c[2]:.3f} 1"/></body>')
+      bodies.append(_free_body(f"{t}{i}", t, rng, 0.01, 0.05))
   return f"""
 <mujoco>
   <default><geom contype="0" conaffinity="0"/></default>
