@@ -1,12 +1,15 @@
 """A cheap pure-JAX pixel task for learner tests and the tiny demo: reach the named coloured target.
 
 A point agent moves in the square [-1, 1]^2. Four coloured targets sit at fixed slots (right, left,
-up, down of the centre at distance `slot_radius`); the language
-instruction names one colour ("reach the red target"). Action (D = 2): a displacement of
-`step_size * clip(a, -1, 1)`. Success (reward 1, done) when the agent is within `radius` of the
+up, down of the centre at distance `slot_radius`, turned `slot_angle` degrees counter-clockwise);
+the language instruction names one colour ("reach the red target"). Action (D = 2): a displacement
+of `step_size * clip(a, -1, 1)`. Success (reward 1, done) when the agent is within `radius` of the
 named target. The image is the top-down view: row 0 is y = +1 (top), column 0 is x = -1 (left).
 With `shuffle_targets=True` the colours are assigned to slots at random per episode, so the policy
-must find the colour in the image instead of learning a fixed direction per instruction.
+must find the colour in the image instead of learning a fixed direction per instruction. With
+`distractors=False` only the named target is on the board and in the image (the others are parked
+at OFF_BOARD): the image alone says where to go, the instruction does not have to be bound to a
+colour. The defaults are the original task (slots at 0.3 on the axes, all four drawn).
 
 It is a test scaffold, not a benchmark: the MJX manipulation tasks live in envs/tasks/.
 """
