@@ -4,6 +4,8 @@ env:   physics / control steps per second of a task at each batch size, without 
        agentview camera, and with both cameras; frames/s, compile seconds, peak memory.
 render: the JAX ray caster per frame vs MuJoCo's own OpenGL renderer on the task's scene.
 train: compile time and steady-state time of the fused train step (trajectories/s) per env.
+suites: control steps/s of each LIBERO suite (ten tasks mixed in one batch, one camera) next to the
+       single-task env in the same run; step and reset compile seconds.
 """
 
 import ml_collections
@@ -12,7 +14,7 @@ from configs.default import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_arg(arg, {"what": ("env", "render", "train", "all"), "env": None})
+  args = parse_arg(arg, {"what": ("env", "render", "train", "suites", "all"), "env": None})
   c = ml_collections.ConfigDict()
   c.what = args.get("what", "all")
   c.env = args.get("env", "libero_bowl_on_plate")
@@ -25,4 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train_variant = "tiny"
   c.train_repeats = 3
   c.train_chunk_size = 4               # K for the train bench (0: the env preset's)
+  c.suites = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+  c.suite_single = "libero_bowl_on_plate"
+  c.suite_num_envs = 256
   return c

@@ -8,6 +8,7 @@ overridden with `--config.rl.group_size=8` style flags.
 import ml_collections
 
 VARIANTS = ("tiny", "small", "base")
+SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 # Per-env defaults applied before the variant: episode length T, image size, chunk K.
 # LIBERO: 512 control steps (64 calls of 8 actions) at full size; tiny runs keep the chunk and cut T.
@@ -16,9 +17,17 @@ ENV_PRESETS = {
     "fake_reach": dict(episode_length=16, image_size=32, chunk_size=4, camera="agentview",
                        kwargs=dict(step_size=0.1, radius=0.15, start_noise=0.1,
                                    shuffle_targets=False)),
-    "libero_bowl_on_plate": dict(episode_length=32, image_size=32, chunk_size=8, camera="agentview",
+    # T = 64 > the scripted expert's 95th-percentile episode (tests/task_test.py measures it)
+    "libero_bowl_on_plate": dict(episode_length=64, image_size=32, chunk_size=8, camera="agentview",
                                  max_text_len=96, kwargs={}),
 }
+# LIBERO's four suites, ten tasks each in one scene (envs/tasks/libero_suite.py): the evaluators'
+# per-suite limits (openpi / OpenVLA-OFT: 220, 280, 300, 520 control steps after LIBERO's 10 no-op
+# warm-up steps, which the env runs inside reset); SimpleVLA-RL uses 512 for all (the `base` variant).
+for _suite, _t in (("libero_spatial", 220), ("libero_object", 280), ("libero_goal", 300),
+                   ("libero_10", 520)):
+  ENV_PRESETS[_suite] = dict(episode_length=_t, image_size=32, chunk_size=8, camera="agentview",
+                             max_text_len=96, kwargs=dict(protocol="held_out", num_steps_wait=10))
 
 
 def parse_arg(arg: str | None, allowed: dict[str, tuple[str, ...] | None]) -> dict[str, str]:
@@ -140,7 +149,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.width, c.model.depth, c.model.mlp_dim = 256, 4, 1024
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
     c.train.num_steps = 500
-    if libero:
+    if libero and c.env.name not in SUITES:
       c.env.episode_length = 128
   elif variant == "base":
     c.env.image_size = 224             # OpenVLA-OFT's input size (rendered directly, no resize)

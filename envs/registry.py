@@ -14,6 +14,11 @@ from envs.base import Env
 _ENVS: dict[str, str] = {
     "fake_reach": "envs.fake:make_fake_reach",
     "libero_bowl_on_plate": "envs.tasks.libero_env:make_bowl_on_plate",
+    # LIBERO's four suites, all ten tasks of each in one scene (envs.tasks.libero_suite)
+    "libero_spatial": "envs.tasks.libero_suite:make_libero_spatial",
+    "libero_object": "envs.tasks.libero_suite:make_libero_object",
+    "libero_goal": "envs.tasks.libero_suite:make_libero_goal",
+    "libero_10": "envs.tasks.libero_suite:make_libero_10",
 }
 
 

@@ -2,6 +2,7 @@
 
   python -m launch.benchmark --config=configs/benchmark.py:what=env
   python -m launch.benchmark --config=configs/benchmark.py:what=train
+  python -m launch.benchmark --config=configs/benchmark.py:what=suites
 
 Honest numbers: compile time reported apart from run time, warm-up excluded, outputs blocked on,
 median of repeats; each line records the machine (platform, device kind, device count).
@@ -72,8 +73,11 @@ def bench_env_setting(env_name: str, num_envs: int, cameras: tuple[str, ...], im
     (s, acc), _ = jax.lax.scan(body, (states, jnp.zeros(())), jnp.arange(control_steps))
     return s, acc
 
-  reset = jax.jit(jax.vmap(env.reset))
-  states = reset(jax.random.split(jax.random.PRNGKey(0), num_envs))
+  keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+  t = time.perf_counter()
+  reset = jax.jit(jax.vmap(env.reset)).lower(keys).compile()
+  reset_compile_s = time.perf_counter() - t
+  states = reset(keys)
   t = time.perf_counter()
   run_c = jax.jit(run).lower(states, jax.random.PRNGKey(1)).compile()
   compile_s = time.perf_counter() - t
@@ -83,7 +87,7 @@ def bench_env_setting(env_name: str, num_envs: int, cameras: tuple[str, ...], im
   substeps = int(getattr(env, "substeps", 1))
   return {"control_steps_per_s": cs, "physics_steps_per_s": cs * substeps,
           "frames_per_s": cs * len(cameras), "compile_s": compile_s, "substeps": substeps,
-          "seconds_per_call": dt}
+          "seconds_per_call": dt, "reset_compile_s": reset_compile_s}
 
 
 def bench_env(cfg) -> None:
@@ -112,6 +116,23 @@ def bench_env(cfg) -> None:
       row["render_over_physics"] = render / physics
     row.update(_peak_memory_mb(), **_machine())
     emit(row)
+
+
+def bench_suites(cfg) -> None:
+  """Mixed-task batches: each LIBERO suite as one env (all ten tasks in one scene; the batch's
+  resets spread over them) stepping `suite_num_envs` envs with random actions and the policy's
+  camera, next to the single-task env, in the same run; the step's and the reset's compile time."""
+  base = None
+  for name in (cfg.suite_single,) + tuple(cfg.suites):
+    print(f"suite bench {name} B={cfg.suite_num_envs} ...", file=sys.stderr, flush=True)
+    r = bench_env_setting(name, cfg.suite_num_envs, tuple(cfg.cameras[:1]), cfg.image_size,
+                          cfg.control_steps, cfg.repeats)
+    base = base or r["control_steps_per_s"]
+    emit({"bench": "suite", "env": name, "num_envs": cfg.suite_num_envs, "camera": cfg.cameras[0],
+          "image_size": cfg.image_size, "control_steps_per_s": r["control_steps_per_s"],
+          "relative_to_single_task": r["control_steps_per_s"] / base,
+          "step_compile_s": r["compile_s"], "reset_compile_s": r["reset_compile_s"],
+          **_peak_memory_mb(), **_machine()})
 
 
 def bench_render(cfg) -> None:
@@ -196,6 +217,8 @@ def main(argv):
     bench_env(cfg)
   if cfg.what in ("train", "all"):
     bench_train(cfg)
+  if cfg.what in ("suites", "all"):
+    bench_suites(cfg)
 
 
 if __name__ == "__main__":

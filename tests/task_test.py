@@ -147,3 +147,17 @@ def test_blowup_isolated(env, rollout, clean_run):
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(clean)):
     np.testing.assert_array_equal(np.asarray(a)[others], np.asarray(b)[others])
   np.testing.assert_array_equal(dones[others], d_clean[others])
+
+
+def test_every_preset_horizon_exceeds_the_expert(clean_run):
+  """A newcomer's LIBERO command must be able to see a reward: every variant's episode length for
+  this task exceeds the scripted expert's 95th-percentile episode length (control steps)."""
+  from configs.default import VARIANTS, get_config
+  _, (_, (rewards, _)) = clean_run
+  done = rewards.sum(axis=1) > 0
+  lengths = rewards[done].argmax(axis=1) + 1
+  p95 = float(np.percentile(lengths, 95))
+  print(f"expert episode length: median {np.median(lengths):.0f}, p95 {p95:.0f}, max {lengths.max()}")
+  for v in VARIANTS:
+    t = get_config(f"variant={v},env=libero_bowl_on_plate").env.episode_length
+    assert t > p95, (v, t, p95)

@@ -17,6 +17,7 @@ import numpy as np
 from mujoco import mjx
 
 from envs.robots import panda
+from envs.tasks import fixtures as fixtures_lib
 from envs.tasks import objects as objects_lib
 from envs.tasks.spec import TaskSpec
 
@@ -60,6 +61,7 @@ class BuiltTask:
   mj_model: mujoco.MjModel
   objects: dict                     # name -> objects_lib.BuiltObject
   physics: PhysicsConfig
+  fixtures: dict = dataclasses.field(default_factory=dict)   # name -> fixtures_lib.BuiltFixture
 
   def mjx_model(self) -> mjx.Model:
     return mjx.put_model(self.mj_model, impl=self.physics.impl)
@@ -74,8 +76,25 @@ def _xyaxes(pos, target) -> str:
   return " ".join(f"{x:.6g}" for x in (*right, *up))
 
 
+def _add_sites(body: ET.Element, owner: str, sites) -> None:
+  """LIBERO's named regions of an entity, as sites `<owner>_<suffix>` on its root body or, for a
+  site that rides on a moving part (a drawer's region), on that part's body."""
+  parts = {b.get("name"): b for b in body.iter("body")}
+  for s in sites:
+    target = parts.get(f"{owner}_{s.joint}_part", body) if s.joint else body
+    ET.SubElement(target, "site", name=f"{owner}_{s.suffix}", type="box",
+                  pos=" ".join(f"{x:.6g}" for x in s.pos), quat=" ".join(f"{x:.6g}" for x in s.quat),
+                  size=" ".join(f"{x:.6g}" for x in s.size), rgba="0 1 0 0", group="5")
+
+
 def build_xml(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tuple[str, dict]:
-  """The task's MJCF string and its built objects."""
+  """The task's MJCF string and its built objects (fixtures: `build_scene`)."""
+  xml, objs, _ = build_scene(spec, physics)
+  return xml, objs
+
+
+def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tuple[str, dict, dict]:
+  """The task's (or a suite's union scene's) MJCF string, built objects and built fixtures."""
   robot = ET.fromstring(panda.load_xml())
   root = ET.Element("mujoco", model=spec.name)
   ET.SubElement(root, "compiler", angle="radian", autolimits="true", inertiafromgeom="false")
@@ -127,7 +146,17 @@ def build_xml(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tuple
   for o in spec.objects:
     b = objects_lib.build(o)
     built[o.name] = b
-    world.append(ET.fromstring(b.xml))
+    el = ET.fromstring(b.xml)
+    _add_sites(el, o.name, o.sites)
+    world.append(el)
+  # Fixtures: mocap bodies (pose per environment, set at reset) with jointed parts.
+  fixtures = {}
+  for fx in spec.fixtures:
+    b = fixtures_lib.build(fx)
+    fixtures[fx.name] = b
+    el = ET.fromstring(b.xml)
+    _add_sites(el, fx.name, fx.sites)
+    world.append(el)
   for tag in ("tendon", "equality", "actuator"):
     root.append(robot.find(tag))
   # Contact pairs.
@@ -139,28 +168,48 @@ def build_xml(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tuple
     ET.SubElement(contact, "pair", geom1=pad, geom2="table", condim="3")
   ET.SubElement(contact, "pair", geom1="hand_collision", geom2="table", condim="3")
   names = [o.name for o in spec.objects]
+  groups = [set(g) for g in spec.groups]
+
+  def together(a: str, b: str) -> bool:
+    return not groups or any(a in g and b in g for g in groups)
+
   for n in names:
     b = built[n]
     for g in b.grasp:
       for pad in pads:
         ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
     for g in b.surface:
-      if g not in b.grasp:
-        for pad in pads[:2]:     # fingertips only: enough to keep the hand out of surfaces
+      # fingertips only (enough to keep the hand out of surfaces); not the floor inside a bowl or
+      # a mug, where the fingers reach in around the wall they pinch
+      if g not in b.grasp and g not in b.params.get("inner_surfaces", ()):
+        for pad in pads[:2]:
           ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
     for g in b.support:
       ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3",
                     friction="1 1 0.005 0.0001 0.0001")
       for m in names:
-        if m != n:
+        if m != n and together(n, m):
           for s in built[m].surface:
             ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
                           friction="1 1 0.005 0.0001 0.0001")
+      for fname, fb in fixtures.items():
+        if not together(n, fname):
+          continue
+        for s in fb.surface:
+          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
+                        friction="1 1 0.005 0.0001 0.0001")
+  for fb in fixtures.values():
+    for g in fb.grasp:               # handles, doors, knobs: the fingers push and pull them
+      for pad in pads:
+        ET.SubElement(contact, "pair", geom1=pad, geom2=g, condim="3")
+    for s in fb.surface:             # fingertips stay out of cabinet tops, drawer floors, plates
+      for pad in pads[:2]:
+        ET.SubElement(contact, "pair", geom1=pad, geom2=s, condim="3")
   ET.indent(root)
-  return ET.tostring(root, encoding="unicode"), built
+  return ET.tostring(root, encoding="unicode"), built, fixtures
 
 
 def build(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> BuiltTask:
-  xml, built = build_xml(spec, physics)
+  xml, built, fixtures = build_scene(spec, physics)
   mj_model = mujoco.MjModel.from_xml_string(xml)
-  return BuiltTask(spec, xml, mj_model, built, physics)
+  return BuiltTask(spec, xml, mj_model, built, physics, fixtures)

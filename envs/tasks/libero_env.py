@@ -83,7 +83,10 @@ class LiberoTask(base.Env):
     self._obj_body = {o.name: m.body(o.name).id for o in spec.objects}
     self._contact_geoms = {n: tuple(dict.fromkeys(b.support + b.surface + b.grasp))
                            for n, b in self._built.objects.items()}
-    self._goal = predicates.make_goal_fn(spec, m, self._contact_geoms)
+    self._contact_geoms.update({n: tuple(dict.fromkeys(b.surface + b.grasp))
+                                for n, b in self._built.fixtures.items()})
+    self._fixture_kinds = {f.name: f.kind for f in spec.fixtures}
+    self._goal = predicates.make_goal_fn(spec, m, self._contact_geoms, self._fixture_kinds)
     self._ws_lo = jnp.asarray(builder_lib.WORKSPACE_LO, jnp.float32)
     self._ws_hi = jnp.asarray(builder_lib.WORKSPACE_HI, jnp.float32)
 
@@ -105,15 +108,18 @@ class LiberoTask(base.Env):
     # Rendering (lazy: only when cameras are asked for).
     self._renderer = None
     if self._cameras:
-      from envs import render  # noqa: PLC0415  (written by another module owner; optional here)
-      self._renderer = render.Renderer(m, self._cameras, image_size[0], image_size[1],
-                                       shadows=shadows, **(render_kwargs or {}))
+      self._renderer = self._make_renderer(shadows, render_kwargs)
     obj_geoms = []
     for o in spec.objects:
       b = self._built.objects[o.name]
       obj_geoms.append([m.geom(g).id for g in dict.fromkeys(b.support + b.surface + b.grasp + b.visual)])
     self._obj_geoms = obj_geoms
     self._light_dir0 = np.array(m.light_dir[0]) if m.nlight else np.array([0.0, 0.0, -1.0])
+
+  def _make_renderer(self, shadows: bool, render_kwargs: Optional[dict]):
+    from envs import render  # noqa: PLC0415
+    return render.Renderer(self.mj_model, self._cameras, self._image_size[0], self._image_size[1],
+                           shadows=shadows, **(render_kwargs or {}))
 
   # ----------------------------------------------------------------------------------------------
   # Contract properties.
@@ -176,17 +182,18 @@ class LiberoTask(base.Env):
   def success(self, data) -> jax.Array:
     return self._goal(data)
 
-  def physics_steps(self, data, n: int, ctrl_from: Optional[jax.Array] = None):
+  def physics_steps(self, data, n: int, ctrl_from: Optional[jax.Array] = None, model=None):
     """n physics substeps (lax.scan, model closed over). With `ctrl_from`, the arm's joint targets
     ramp linearly from it to data.ctrl over the substeps (robosuite-style interpolation: no jerk at
     20 Hz, far less overshoot than a step change of the position targets)."""
     target = data.ctrl
     start = target if ctrl_from is None else ctrl_from
     fracs = (jnp.arange(n, dtype=target.dtype) + 1.0) / n
+    model = self.mjx_model if model is None else model
 
     def body(d, frac):
       ctrl = target.at[:7].set(start[:7] + frac * (target[:7] - start[:7]))
-      return mjx.step(self.mjx_model, d.replace(ctrl=ctrl)), None
+      return mjx.step(model, d.replace(ctrl=ctrl)), None
     d, _ = jax.lax.scan(body, data, fracs)
     return d
 
@@ -222,9 +229,10 @@ class LiberoTask(base.Env):
     cam = self._rand.camera_jitter * jax.random.normal(k_cam, (max(len(self._cameras), 1), 3))
     return {"rgba": rgba, "light_dir": light, "cam_offset": cam}
 
-  def _state_obs(self, data) -> dict:
+  def _state_obs(self, data, task_id=None) -> dict:
     """The observation entries that are not images (cheap: updated on every physics step)."""
-    return {"task_id": jnp.asarray(self._task_id, jnp.int32),
+    task_id = self._task_id if task_id is None else task_id
+    return {"task_id": jnp.asarray(task_id, jnp.int32),
             "proprio": jnp.concatenate([
                 data.site_xpos[self._tcp], _mat_to_quat(data.site_xmat[self._tcp]),
                 data.qpos[self._finger_qadr]]).astype(jnp.float32)}
@@ -287,11 +295,13 @@ class LiberoTask(base.Env):
   def physics_step(self, state: base.State, action: jax.Array) -> base.State:
     """One 20 Hz control step; obs images are left stale (see `observe`)."""
     prev = state.pipeline_state
-    data = self.physics_steps(self.apply_action(prev, action), self._substeps, prev.ctrl)
+    data = self.physics_steps(self.apply_action(prev, action), self._substeps, prev.ctrl,
+                              self._model(state))
+    data = self._after_physics(state, data)
     unstable = base.nonfinite((data.qpos, data.qvel))
     prev_done = state.done > 0
     data = base.freeze_if_unstable(prev, data, unstable | prev_done)
-    success = self._goal(data) & ~unstable
+    success = self._success(state, data) & ~unstable
     reward = (success & ~prev_done).astype(jnp.float32)
     done = (prev_done | success | unstable).astype(jnp.float32)
     info = dict(state.info)
@@ -299,8 +309,26 @@ class LiberoTask(base.Env):
     info["unstable"] = unstable | (prev_done & state.info["unstable"])
     metrics = dict(state.metrics)
     metrics["success"] = success.astype(jnp.float32)
-    return state.replace(pipeline_state=data, obs={**state.obs, **self._state_obs(data)},
+    return state.replace(pipeline_state=data,
+                         obs={**state.obs, **self._state_obs(data, state.obs["task_id"])},
                          reward=reward, done=done, metrics=metrics, info=info)
+
+  # Hooks for multi-task scenes (envs.tasks.libero_suite).
+
+  def _success(self, state: base.State, data) -> jax.Array:
+    """The goal predicate of the state's task."""
+    del state
+    return self._goal(data)
+
+  def _model(self, state: base.State):
+    """The mjx.Model this environment steps (a suite gives each environment its fixture poses)."""
+    del state
+    return self.mjx_model
+
+  def _after_physics(self, state: base.State, data):
+    """Runs after each control step's physics (a suite re-pins its parked objects here)."""
+    del state
+    return data
 
 
 def _mat_to_quat(xmat: jax.Array) -> jax.Array:

@@ -89,15 +89,18 @@ def contact_between(data, geoms_a: Sequence[int], geoms_b: Sequence[int]) -> jax
   return jnp.any(pair & (c.dist < 0))
 
 
-def make_goal_fn(spec: TaskSpec, mj_model: mujoco.MjModel, contact_geoms: dict[str, tuple[str, ...]]
-                 ) -> Callable:
-  """`fn(mjx.Data) -> bool[]`: the AND of the spec's goal predicates (only On(object, object) now;
-  the other names raise until their fixtures exist)."""
-  body = {o.name: mj_model.body(o.name).id for o in spec.objects}
-  gid = {n: [mj_model.geom(g).id for g in gs] for n, gs in contact_geoms.items()}
-  fns = []
-  for p in spec.goal:
-    fns.append(_compile(p, body, gid))
+# Articulation thresholds of LIBERO's fixture classes (default_open_ranges / default_close_ranges;
+# LIBERO_PREDICATES.md): open = ANY joint past `open`, closed = ALL joints past `close`.
+ARTICULATION = {
+    "cabinet": dict(open_below=-0.14, close_above=0.0),       # drawers, slide [-0.16, 0.01]
+    "microwave": dict(open_below=-1.3, close_above=-0.005),   # door, hinge [-2.094, 0]
+}
+
+
+def make_goal_fn(spec: TaskSpec, mj_model: mujoco.MjModel, contact_geoms: dict[str, tuple[str, ...]],
+                 fixture_kinds: dict[str, str] | None = None) -> Callable:
+  """`fn(mjx.Data) -> bool[]`: the AND of the spec's goal predicates (LIBERO's semantics)."""
+  fns = [compile_predicate(p, spec, mj_model, contact_geoms, fixture_kinds or {}) for p in spec.goal]
 
   def goal(data) -> jax.Array:
     out = jnp.asarray(True)
@@ -108,11 +111,115 @@ def make_goal_fn(spec: TaskSpec, mj_model: mujoco.MjModel, contact_geoms: dict[s
   return goal
 
 
-def _compile(p: Predicate, body: dict, gid: dict) -> Callable:
-  if p.name == "on":
-    a, b = p.args
-    if a in body and b in body:
-      ia, ib = body[a], body[b]
-      ga, gb = gid[a], gid[b]
-      return lambda d: on_object(d.xpos[ia], d.xpos[ib], contact_between(d, gb, ga))
-  raise NotImplementedError(f"predicate {p.name}{p.args} (only On(object, object) is built yet)")
+class _Entity:
+  """What a predicate argument names: an object / fixture (a body), one of its sites (a MuJoCo
+  site, riding on a moving part or not), or a table zone (a constant box in the table frame)."""
+
+  def __init__(self, name, spec, m, contact_geoms, fixture_kinds):
+    self.name = name
+    entities = {o.name for o in spec.objects} | {f.name for f in spec.fixtures}
+    self.body = self.site = None
+    self.parent = None
+    self.joints: list[int] = []          # qpos addresses of the articulation joints it owns
+    self.kind = None
+    if name in entities:
+      self.body = m.body(name).id
+      self.parent = name
+      self.kind = fixture_kinds.get(name)
+      self.joints = _owned_joints(m, name)
+      return
+    zone = {z.suffix: z for z in spec.zones}.get(name)
+    if zone is not None:
+      self.zone_pos = np.asarray(zone.pos, np.float32)
+      self.zone_mat = _quat_mat(zone.quat)
+      self.half = np.asarray(zone.size, np.float32)
+      return
+    try:
+      self.site = m.site(name).id
+    except KeyError:
+      raise KeyError(f"task {spec.name!r}: predicate argument {name!r} is neither an object, a "
+                     f"fixture, one of their sites nor a table zone") from None
+    self.half = np.asarray(m.site_size[self.site], np.float32)
+    owner = [e for e in entities if name.startswith(e + "_")]
+    self.parent = max(owner, key=len) if owner else None
+    self.kind = fixture_kinds.get(self.parent)
+    # the site's own joints: the joint of the part body it sits on (a drawer), else the owner's
+    b = m.site_bodyid[self.site]
+    own = [m.jnt_qposadr[j] for j in range(m.njnt) if m.jnt_bodyid[j] == b]
+    self.joints = own or (_owned_joints(m, self.parent) if self.parent else [])
+
+  def pose(self, d):
+    if self.body is not None:
+      return d.xpos[self.body], None
+    if self.site is not None:
+      return d.site_xpos[self.site], d.site_xmat[self.site].reshape(3, 3)
+    return jnp.asarray(self.zone_pos), jnp.asarray(self.zone_mat)
+
+
+def _owned_joints(m, name: str) -> list[int]:
+  """qpos addresses of the hinge / slide joints on an entity's moving parts (not free joints)."""
+  root = m.body(name).id
+  out = []
+  for j in range(m.njnt):
+    if int(m.jnt_type[j]) in (int(mujoco.mjtJoint.mjJNT_SLIDE), int(mujoco.mjtJoint.mjJNT_HINGE)):
+      b = m.jnt_bodyid[j]
+      while b not in (0, root):
+        b = m.body_parentid[b]
+      if b == root:
+        out.append(int(m.jnt_qposadr[j]))
+  return out
+
+
+def _quat_mat(q) -> np.ndarray:
+  r = np.zeros(9)
+  mujoco.mju_quat2Mat(r, np.asarray(q, np.float64))
+  return r.reshape(3, 3).astype(np.float32)
+
+
+def compile_predicate(p: Predicate, spec: TaskSpec, m: mujoco.MjModel,
+                      contact_geoms: dict[str, tuple[str, ...]], fixture_kinds: dict[str, str]
+                      ) -> Callable:
+  """One LIBERO predicate -> `fn(mjx.Data) -> bool[]` (see LIBERO_PREDICATES.md)."""
+  ent = lambda n: _Entity(n, spec, m, contact_geoms, fixture_kinds)  # noqa: E731
+  gid = {n: [m.geom(g).id for g in gs] for n, gs in contact_geoms.items()}
+  name = p.name
+  if name in ("on", "in"):
+    a, b = ent(p.args[0]), ent(p.args[1])
+    if a.body is None:
+      raise ValueError(f"task {spec.name!r}: {p.name}{p.args}: the first argument must be an object")
+    ga = gid[p.args[0]]
+    if name == "on" and b.body is not None:          # on another object / fixture (3 cm rule)
+      gb = gid[p.args[1]]
+      return lambda d: on_object(d.xpos[a.body], d.xpos[b.body], contact_between(d, gb, ga))
+    half = jnp.asarray(b.half)
+    if name == "on":
+      gp = gid.get(b.parent) if b.parent else None
+      def on_fn(d):
+        pos, mat = b.pose(d)
+        touch = contact_between(d, gp, ga) if gp else True
+        return on_site(d.xpos[a.body], pos, mat, half, touch)
+      return on_fn
+    if b.body is not None:
+      raise NotImplementedError(f"In(object, object) is not used by LIBERO's 40 tasks: {p.args}")
+    def in_fn(d):
+      pos, mat = b.pose(d)
+      return in_site(d.xpos[a.body], pos, mat, half)
+    return in_fn
+  if name in ("open", "close"):
+    e = ent(p.args[0])
+    th = ARTICULATION.get(e.kind)
+    if th is None or not e.joints:
+      raise ValueError(f"task {spec.name!r}: {p.name}({p.args[0]}): not an articulated fixture "
+                       f"(kind {e.kind!r}; articulated kinds: {sorted(ARTICULATION)})")
+    adr = np.asarray(e.joints)
+    if name == "open":
+      return lambda d: is_open(d.qpos[adr], open_below=th["open_below"])
+    return lambda d: is_close(d.qpos[adr], close_above=th["close_above"])
+  if name in ("turnon", "turnoff"):
+    e = ent(p.args[0])
+    if e.kind != "stove" or not e.joints:
+      raise ValueError(f"task {spec.name!r}: {p.name}({p.args[0]}) needs a stove, got kind {e.kind!r}")
+    adr = np.asarray(e.joints)
+    return (lambda d: turn_on(d.qpos[adr])) if name == "turnon" else (lambda d: turn_off(d.qpos[adr]))
+  raise NotImplementedError(f"predicate {p.name}{p.args}: LIBERO's 40 tasks use on, in, open, close, "
+                            "turnon, turnoff")

@@ -27,17 +27,62 @@ class ObjectSpec:
   rgba: RGBA = (0.5, 0.5, 0.5, 1.0)
   size: tuple[float, ...] = ()
   mass: Optional[float] = None
+  category: str = ""
+  # kind parameters by name (fitted to LIBERO's meshes: envs/tasks/data/FORMAT.md), as sorted
+  # (key, value) pairs so the spec stays hashable; values are floats or tuples of floats
+  params: tuple[tuple[str, object], ...] = ()
+  sites: tuple["SiteSpec", ...] = ()
+
+  def param(self, key: str, default=None):
+    return dict(self.params).get(key, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class JointSpec:
+  """An articulation of a fixture (drawer slide, door hinge, knob), in the fixture's root frame.
+  `part_lo/part_hi` bound the moving part at q = 0. LIBERO's joint name is `<fixture>_<suffix>`."""
+  suffix: str
+  type: str                                  # "slide" | "hinge"
+  axis: tuple[float, float, float]
+  pos: tuple[float, float, float]
+  range: tuple[float, float]
+  part_lo: tuple[float, float, float]
+  part_hi: tuple[float, float, float]
+  damping: float = 1.0
+  armature: float = 0.01
+  frictionloss: float = 0.0
+  stiffness: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteSpec:
+  """A named region of an object or fixture (LIBERO's `<entity>_<suffix>` sites), root frame;
+  `joint` = the suffix of the joint whose moving part carries it (a drawer's region), else ""."""
+  suffix: str
+  pos: tuple[float, float, float]
+  quat: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+  size: tuple[float, float, float] = (0.01, 0.01, 0.01)
+  joint: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class FixtureSpec:
-  """A fixed (or articulated) scene element: cabinet, stove, basket... (structure for later tasks)."""
+  """A fixed (or articulated) scene element: cabinet, stove, microwave, rack, caddy, at `pos` /
+  `yaw` in the table frame (a suite scene sets the pose per environment at reset)."""
   name: str
   kind: str
   region: str = ""
   yaw: float = 0.0
+  pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
   rgba: RGBA = (0.5, 0.4, 0.3, 1.0)
   size: tuple[float, ...] = ()
+  category: str = ""
+  params: tuple[tuple[str, object], ...] = ()
+  joints: tuple[JointSpec, ...] = ()
+  sites: tuple[SiteSpec, ...] = ()
+
+  def param(self, key: str, default=None):
+    return dict(self.params).get(key, default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +97,7 @@ class Region:
   y0: float
   x1: float
   y1: float
-  yaw: tuple[float, float] = (0.0, 0.0)
+  yaw: Optional[tuple[float, float]] = (0.0, 0.0)   # None: keep the orientation it has
 
   @property
   def center(self) -> tuple[float, float]:
@@ -107,6 +152,15 @@ class TaskSpec:
   fixtures: tuple[FixtureSpec, ...] = ()
   suite: str = ""
   max_steps: int = 220   # openpi / openvla-oft limits: 220 spatial, 280 object, 300 goal, 520 libero_10
+  task_id: int = 0       # index within the suite (LIBERO's task order)
+  # LIBERO's table zones named in init / goal predicates (`main_table_stove_front_region`), as sites
+  # in the table frame; `suffix` holds the zone's full name
+  zones: tuple[SiteSpec, ...] = ()
+  num_steps_wait: int = 10          # LIBERO's no-op warm-up steps before an evaluation episode
+  max_steps_rl: int = 512           # SimpleVLA-RL's horizon for every suite
+  # a union scene of several tasks (envs.tasks.libero_suite): the entity names of each task; the
+  # builder pairs contacts only between entities that share a task (empty: all share one)
+  groups: tuple[tuple[str, ...], ...] = ()
 
   def object(self, name: str) -> ObjectSpec:
     for o in self.objects:
