@@ -21,6 +21,7 @@ from envs.tasks import fixtures as fixtures_lib
 from envs.tasks import objects as objects_lib
 from envs.tasks.spec import TaskSpec
 
+HOLDERS = ("plate", "bowl", "basket", "pan")   # object kinds things are put on or in
 ROBOT_BASE = (-0.66, 0.0, 0.10)        # LIBERO mounts the Panda 0.66 m behind the table centre
 TABLE_HALF = (0.5, 0.6)                 # visual table top half-extent (x, y)
 TABLE_THICK = 0.05
@@ -173,6 +174,15 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   def together(a: str, b: str) -> bool:
     return not groups or any(a in g and b in g for g in groups)
 
+  relations = set(spec.relations)
+  holders = {o.name for o in spec.objects if o.kind in HOLDERS}
+
+  def rests(a: str, b: str) -> bool:
+    """May a's feet rest on b's surfaces? (see TaskSpec.relations)"""
+    if not relations:
+      return together(a, b)
+    return (a, b) in relations or (b in holders and together(a, b))
+
   for n in names:
     b = built[n]
     for g in b.grasp:
@@ -188,12 +198,12 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
       ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3",
                     friction="1 1 0.005 0.0001 0.0001")
       for m in names:
-        if m != n and together(n, m):
+        if m != n and rests(n, m):
           for s in built[m].surface:
             ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
                           friction="1 1 0.005 0.0001 0.0001")
       for fname, fb in fixtures.items():
-        if not together(n, fname):
+        if not rests(n, fname):
           continue
         for s in fb.surface:
           ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",

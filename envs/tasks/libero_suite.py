@@ -70,7 +70,23 @@ def union_spec(specs: Sequence[TaskSpec]) -> TaskSpec:
                   init=(), goal=(), fixtures=parked, suite=suite,
                   max_steps=max(s.max_steps for s in specs),
                   max_steps_rl=max(s.max_steps_rl for s in specs),
-                  groups=tuple(tuple(e.name for e in s.objects + s.fixtures) for s in specs))
+                  groups=tuple(tuple(e.name for e in s.objects + s.fixtures) for s in specs),
+                  relations=_relations(specs))
+
+
+def _relations(specs: Sequence[TaskSpec]) -> tuple[tuple[str, str], ...]:
+  """(object, entity) pairs that an On / In of some task's init or goal relates (a site names its
+  owner: `wooden_cabinet_1_top_region` -> `wooden_cabinet_1`)."""
+  out = set()
+  for s in specs:
+    names = [e.name for e in s.objects + s.fixtures]
+    for p in s.init + s.goal:
+      if p.name not in ("on", "in") or len(p.args) != 2:
+        continue
+      owner = [n for n in names if p.args[1] == n or p.args[1].startswith(n + "_")]
+      if owner:
+        out.add((p.args[0], max(owner, key=len)))
+  return tuple(sorted(out))
 
 
 def park_fixture(j: int, n: int) -> tuple[float, float, float]:

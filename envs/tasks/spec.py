@@ -161,6 +161,10 @@ class TaskSpec:
   # a union scene of several tasks (envs.tasks.libero_suite): the entity names of each task; the
   # builder pairs contacts only between entities that share a task (empty: all share one)
   groups: tuple[tuple[str, ...], ...] = ()
+  # with `groups`: (object, entity) pairs some task's init or goal puts one on or in the other;
+  # an object's feet collide with another entity's surfaces only for these, and for the holders
+  # (plates, bowls, baskets) of its own tasks (empty: every pair that shares a task)
+  relations: tuple[tuple[str, str], ...] = ()
 
   def object(self, name: str) -> ObjectSpec:
     for o in self.objects:
