@@ -190,11 +190,19 @@ class LiberoSuite(LiberoTask):
     base_qpos = np.array(jax.device_get(self._data0.qpos), np.float64)
     base_fpos = np.array([m.body(n).pos for n in fxs], np.float64).reshape(len(fxs), 3)
     base_fquat = np.array([m.body(n).quat for n in fxs], np.float64).reshape(len(fxs), 4)
-    # parked poses
+    # parked poses: upright as in the first task that uses the object (LIBERO's orientation;
+    # some meshes are authored lying down), 10 cm above where that state holds it (clear of the
+    # plane: not every converted state is, see the libero_object note in FORMAT.md)
     for j, n in enumerate(objs):
       a = self._obj_qadr[n]
-      base_qpos[a:a + 7] = (PARK_X, (j - len(objs) / 2) * PARK_DY, self._built.objects[n].rest_height,
-                            1, 0, 0, 0)
+      z, quat = self._built.objects[n].rest_height + 0.1, (1, 0, 0, 0)
+      for s in self._specs:
+        init = libero_data.init_states(s)
+        if n in init["entities"]:
+          p0 = init["pose"][0, init["entities"].index(n)]
+          z, quat = float(p0[2]) + 0.1, tuple(p0[3:])
+          break
+      base_qpos[a:a + 7] = (PARK_X, (j - len(objs) / 2) * PARK_DY, z, *quat)
     jadr = {m.joint(j).name: int(m.jnt_qposadr[j]) for j in range(m.njnt)}
     K, E = len(self._specs), len(ents)
     n_states = min(len(libero_data.init_states(s)["pose"]) for s in self._specs)
