@@ -142,22 +142,19 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
     if child.get("name") == "panda_link0":
       child.set("pos", " ".join(f"{x:.6g}" for x in ROBOT_BASE))
     world.append(child)
-  # Objects.
-  built = {}
-  for o in spec.objects:
-    b = objects_lib.build(o)
-    built[o.name] = b
-    el = ET.fromstring(b.xml)
-    _add_sites(el, o.name, o.sites)
-    world.append(el)
-  # Fixtures: mocap bodies (pose per environment, set at reset) with jointed parts.
-  fixtures = {}
-  for fx in spec.fixtures:
-    b = fixtures_lib.build(fx)
-    fixtures[fx.name] = b
-    el = ET.fromstring(b.xml)
-    _add_sites(el, fx.name, fx.sites)
-    world.append(el)
+  # Objects (free bodies) and fixtures (welded bodies with jointed parts; a suite poses them per
+  # environment through the model's body_pos / body_quat), each with LIBERO's named sites.
+  def place(entities, build_fn) -> dict:
+    out = {}
+    for e in entities:
+      out[e.name] = build_fn(e)
+      el = ET.fromstring(out[e.name].xml)
+      _add_sites(el, e.name, e.sites)
+      world.append(el)
+    return out
+
+  built = place(spec.objects, objects_lib.build)
+  fixtures = place(spec.fixtures, fixtures_lib.build)
   for tag in ("tendon", "equality", "actuator"):
     root.append(robot.find(tag))
   # Contact pairs.

@@ -48,8 +48,8 @@ def _box_between(name: str, lo, hi, rgba) -> str:
 
 
 def _front(j: JointSpec) -> int:
-  """Index (0 x, 1 y) and sign of the axis the part moves out along when it opens: LIBERO's
-  drawers open toward negative q, so they travel along -axis."""
+  """Index (0 x, 1 y) of the horizontal axis a drawer slides along (it opens toward negative q,
+  so it travels along -axis)."""
   a = j.axis
   i = 0 if abs(a[0]) >= abs(a[1]) else 1
   return i
@@ -125,9 +125,7 @@ def cabinet(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
       s0[i] = front
       parts.append(p.add("visual", f"{suffix}_standoff{k}",
                          lambda g, s0=s0, x=x: geom(g, "capsule", (0.005,), METAL, fromto=(*s0, *x))))
-    bodies.append(f'<body name="{jn}_part">\n  {_joint_xml(jn, j)}\n'
-                  f'  <inertial pos="{_f(*(0.5 * (u + v) for u, v in zip(lo, hi)))}" mass="0.5" '
-                  f'diaginertia="0.002 0.002 0.002"/>\n  ' + "\n  ".join(parts) + "\n</body>")
+    bodies.append(_part_body(jn, j, [0.5 * (u + v) for u, v in zip(lo, hi)], 0.5, 0.002, parts))
   xml = _root_body(f, pos, geoms, bodies)
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), tuple(names),
                       dict(half=(hx, hy, hz), top=cz + hz))
@@ -152,9 +150,7 @@ def stove(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   a = tuple(ci - hl * pi for ci, pi in zip(c, perp))
   b = tuple(ci + hl * pi for ci, pi in zip(c, perp))
   knob = [p.add("grasp", "knob", lambda g: geom(g, "capsule", (0.01,), METAL, fromto=(*a, *b)))]
-  body = (f'<body name="{jn}_part">\n  {_joint_xml(jn, j)}\n'
-          f'  <inertial pos="{_f(*c)}" mass="0.05" diaginertia="1e-4 1e-4 1e-4"/>\n  '
-          + "\n  ".join(knob) + "\n</body>")
+  body = _part_body(jn, j, c, 0.05, 1e-4, knob)
   xml = _root_body(f, pos, geoms, [body])
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
                       dict(half=(hx, hy, hz), top=2 * hz))
@@ -202,9 +198,7 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   a[2], b[2] = c[2] - 0.05, c[2] + 0.05
   parts = [p.add("grasp", "door", lambda g: _box_between(g, lo, hi, DARK)),
            p.add("grasp", "handle", lambda g: geom(g, "capsule", (0.008,), METAL, fromto=(*a, *b)))]
-  body = (f'<body name="{jn}_part">\n  {_joint_xml(jn, j)}\n'
-          f'  <inertial pos="{_f(*c)}" mass="0.3" diaginertia="0.003 0.003 0.003"/>\n  '
-          + "\n  ".join(parts) + "\n</body>")
+  body = _part_body(jn, j, c, 0.3, 0.003, parts)
   xml = _root_body(f, pos, geoms, [body])
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
                       dict(half=(hx, hy, hz), top=2 * hz))
@@ -236,6 +230,13 @@ def caddy(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
     geoms.append(p.add("visual", f"wall{k}", lambda g, c=c, s=s: geom(g, "box", s, f.rgba, pos=c)))
   xml = _root_body(f, pos, geoms, [])
   return BuiltFixture(xml, tuple(p.surface), (), tuple(p.visual), (), dict(half=(hx, hy, hz), top=2 * w))
+
+
+def _part_body(jn: str, j: JointSpec, com, mass: float, inertia: float, parts: list[str]) -> str:
+  """A moving part (drawer, knob, door) on LIBERO's joint `jn`; its geoms in the root frame."""
+  return (f'<body name="{jn}_part">\n  {_joint_xml(jn, j)}\n'
+          f'  <inertial pos="{_f(*com)}" mass="{mass:.6g}" diaginertia="{_f(inertia, inertia, inertia)}"/>\n  '
+          + "\n  ".join(parts) + "\n</body>")
 
 
 def _root_body(f: FixtureSpec, pos, geoms: list[str], bodies: list[str]) -> str:

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
+from mujoco import mjx
 
 from envs import base
 from envs.robots import panda
@@ -91,12 +92,6 @@ def _relations(specs: Sequence[TaskSpec]) -> tuple[tuple[str, str], ...]:
 
 def park_fixture(j: int, n: int) -> tuple[float, float, float]:
   return (PARK_X + 1.5, (j - n / 2) * 1.0, 0.0)
-
-
-def _yaw_of(q: np.ndarray) -> np.ndarray:
-  """Heading of a body's x axis in the table plane, from w-x-y-z quaternions [..., 4]."""
-  w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-  return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
 def _quat_mul(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -171,6 +166,14 @@ class LiberoSuite(LiberoTask):
     self._fixture_bodies = np.array([m.body(f.name).id for f in union.fixtures], np.int32)
     self._tables = self._build_tables(union)
     self._park = self._tables.park
+    # the object (union index) owning each qpos / qvel entry, -1 for the robot and fixture joints
+    self._qpos_owner = -np.ones(m.nq, np.int32)
+    self._qvel_owner = -np.ones(m.nv, np.int32)
+    for j, o in enumerate(union.objects):
+      a = self._obj_qadr[o.name]
+      va = int(m.jnt_dofadr[m.joint(f"{o.name}_joint").id])
+      self._qpos_owner[a:a + 7] = j
+      self._qvel_owner[va:va + 6] = j
     self._cameras = tuple(cameras)
     if self._cameras:
       kw = dict(render_kwargs or {})
@@ -369,7 +372,6 @@ class LiberoSuite(LiberoTask):
 
   def _entity_pose(self, qpos, mpos, mquat):
     """[E, 3] positions and [E, 4] quaternions of the union's entities (objects, then fixtures)."""
-    m = self.mj_model
     ps, qs = [], []
     for o in self._spec.objects:
       a = self._obj_qadr[o.name]
@@ -442,23 +444,14 @@ class LiberoSuite(LiberoTask):
     return goals[state.info["task"]]
 
   def _after_physics(self, state: base.State, data):
-    """Parked objects back to their parking poses, at rest."""
-    park = jnp.asarray(self._park)
-    keep_q = jnp.ones(self.mj_model.nq, bool)
-    keep_v = jnp.ones(self.mj_model.nv, bool)
-    active = state.info["active"]
-    m = self.mj_model
-    for j, o in enumerate(self._spec.objects):
-      a = self._obj_qadr[o.name]
-      va = int(m.jnt_dofadr[m.joint(f"{o.name}_joint").id])
-      keep_q = keep_q.at[a:a + 7].set(active[j])
-      keep_v = keep_v.at[va:va + 6].set(active[j])
-    return data.replace(qpos=jnp.where(keep_q, data.qpos, park),
-                        qvel=jnp.where(keep_v, data.qvel, 0.0))
+    """Parked objects back to their parking poses, at rest (one gather per step: each qpos / qvel
+    entry's owning object, precomputed)."""
+    active = jnp.concatenate([state.info["active"], jnp.ones(1, bool)])   # index -1: not an object
+    return data.replace(qpos=jnp.where(active[self._qpos_owner], data.qpos, jnp.asarray(self._park)),
+                        qvel=jnp.where(active[self._qvel_owner], data.qvel, 0.0))
 
 
 def mjx_kinematics(model, data):
-  from mujoco import mjx  # noqa: PLC0415
   return mjx.camlight(model, mjx.kinematics(model, data))
 
 
