@@ -260,7 +260,7 @@ def test_task_scene_culled_equals_brute_force(name):
   def random_steps(d, key):
     def body(d, k):
       a = jax.random.uniform(k, (nreset, env.action_size), minval=-1.0, maxval=1.0)
-      d = jax.vmap(lambda d, a: env.physics_steps(env.apply_action(d, a), env.substeps, d.ctrl))(d, a)
+      d = jax.vmap(lambda d, a: env.physics_steps(env.apply_action(d, a), env.substeps))(d, a)
       return d, r.scene_inputs(d)
     return jax.lax.scan(body, d, jax.random.split(key, nsteps))[1]
 

@@ -22,21 +22,18 @@ from envs.tasks import objects as objects_lib
 from envs.tasks.spec import TaskSpec
 
 HOLDERS = ("plate", "bowl", "basket", "pan")   # object kinds things are put on or in
-ROBOT_BASE = (-0.66, 0.0, 0.10)        # LIBERO mounts the Panda 0.66 m behind the table centre
 TABLE_HALF = (0.5, 0.6)                 # visual table top half-extent (x, y)
 TABLE_THICK = 0.05
 # Camera "agentview": in front of the table, looking back at it and the robot (LIBERO's third
 # person view); pos, look-at point.
 AGENTVIEW = ((0.70, 0.0, 0.68), (-0.22, 0.0, 0.06))
 AGENTVIEW_FOVY = 45.0
-# End-effector target workspace (TCP), table frame.
-WORKSPACE_LO = (-0.45, -0.45, 0.008)
-WORKSPACE_HI = (0.35, 0.45, 0.60)
 
 
 @dataclasses.dataclass(frozen=True)
 class PhysicsConfig:
-  """Solver and timestep. 5 ms implicitfast + Newton with few iterations: see the report in tests."""
+  """Solver and timestep: 5 ms semi-implicit Euler (LIBERO's integrator; joint damping implicit) +
+  Newton with few iterations. MJX's fluid drag (LIBERO's air, below) needs Euler."""
   timestep: float = 0.005
   control_hz: float = 20.0
   solver: str = "Newton"            # Newton | CG
@@ -45,6 +42,11 @@ class PhysicsConfig:
   cone: str = "pyramidal"
   impratio: float = 1.0             # MuJoCo default (10 made pinches penetrate and fail)
   impl: str = "jax"
+  # LIBERO's air (robosuite's world: density 1.2, viscosity 2e-5). With robosuite's coarse Panda
+  # inertias (copied, envs/robots/panda.xml) MuJoCo's inertia-box drag slows the wrist's fast turns
+  # noticeably, and LIBERO's controller response includes it.
+  density: float = 1.2
+  viscosity: float = 2e-5
 
   @property
   def substeps(self) -> int:
@@ -99,12 +101,13 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   robot = ET.fromstring(panda.load_xml())
   root = ET.Element("mujoco", model=spec.name)
   ET.SubElement(root, "compiler", angle="radian", autolimits="true", inertiafromgeom="false")
-  opt = ET.SubElement(root, "option", timestep=f"{physics.timestep}", integrator="implicitfast",
+  opt = ET.SubElement(root, "option", timestep=f"{physics.timestep}", integrator="Euler",
                       solver=physics.solver, iterations=str(physics.iterations),
                       ls_iterations=str(physics.ls_iterations), cone=physics.cone,
-                      impratio=f"{physics.impratio}")
-  ET.SubElement(opt, "flag", eulerdamp="disable")
-  ET.SubElement(root, "size", memory="2M")
+                      impratio=f"{physics.impratio}", density=f"{physics.density}",
+                      viscosity=f"{physics.viscosity}")
+  # userdata: the controller's gripper command level and direction (envs/tasks/libero_env.py)
+  ET.SubElement(root, "size", memory="2M", nuserdata="2")
   vis = ET.SubElement(root, "visual")
   ET.SubElement(vis, "headlight", ambient="0.3 0.3 0.3", diffuse="0.5 0.5 0.5", specular="0 0 0")
   ET.SubElement(vis, "global", offwidth="256", offheight="256")
@@ -127,8 +130,9 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
                   fromto=f"{sx * (TABLE_HALF[0] - 0.05)} {sy * (TABLE_HALF[1] - 0.05)} -0.05 "
                          f"{sx * (TABLE_HALF[0] - 0.05)} {sy * (TABLE_HALF[1] - 0.05)} -0.8",
                   rgba="0.3 0.25 0.2 1", contype="0", conaffinity="0")
+  base = spec.robot_base
   ET.SubElement(world, "geom", name="robot_pedestal", type="capsule", size="0.09",
-                fromto=f"{ROBOT_BASE[0] - 0.02} {ROBOT_BASE[1]} -0.8 {ROBOT_BASE[0] - 0.02} {ROBOT_BASE[1]} {ROBOT_BASE[2] - 0.02}",
+                fromto=f"{base[0] - 0.02} {base[1]} -0.8 {base[0] - 0.02} {base[1]} {base[2] - 0.02}",
                 rgba="0.25 0.25 0.27 1", contype="0", conaffinity="0")
   cam_pos, cam_at = AGENTVIEW
   ET.SubElement(world, "camera", name="agentview", pos=" ".join(f"{x:.6g}" for x in cam_pos),
@@ -140,7 +144,7 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   # Robot.
   for child in robot.find("worldbody"):
     if child.get("name") == "panda_link0":
-      child.set("pos", " ".join(f"{x:.6g}" for x in ROBOT_BASE))
+      child.set("pos", " ".join(f"{x:.6g}" for x in base))
     world.append(child)
   # Objects (free bodies) and fixtures (welded bodies with jointed parts; a suite poses them per
   # environment through the model's body_pos / body_quat), each with LIBERO's named sites.

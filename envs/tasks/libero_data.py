@@ -130,7 +130,14 @@ def _task(t: dict) -> TaskSpec:
       goal=tuple(Predicate(p[0].lower(), tuple(p[1:])) for p in t["goal"]),
       fixtures=fixtures, suite=t["suite"], task_id=int(t["task_id"]),
       max_steps=int(ms.get("openpi_openvla_oft", 220)), zones=_zones(t),
-      num_steps_wait=int(t.get("num_steps_wait", 10)), max_steps_rl=int(ms.get("simplevla_rl", 512)))
+      num_steps_wait=int(t.get("num_steps_wait", 10)), max_steps_rl=int(ms.get("simplevla_rl", 512)),
+      robot_base=robot_base(t["table_category"]))
+
+
+def robot_base(table_category: str) -> tuple[float, float, float]:
+  """Where LIBERO mounts the arm's base for a table category, in the table frame (measured)."""
+  from envs.robots import panda  # noqa: PLC0415
+  return tuple(float(x) for x in panda.libero_facts()["tables"][table_category]["link0_pos"])
 
 
 @functools.lru_cache(maxsize=None)

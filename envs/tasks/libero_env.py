@@ -1,8 +1,12 @@
 """LiberoTask: one LIBERO-style task as a pure, jittable, vmappable MJX env (the envs.base contract).
 
-State.pipeline_state is the mjx.Data, and holds ALL of the controller's state too: the end-effector
-target pose lives in mocap_pos/mocap_quat[0] and the joint targets in ctrl, so brax's auto-reset
-(which swaps pipeline_state and obs only) restarts the controller with the arm.
+State.pipeline_state is the mjx.Data, and holds ALL of the controller's state too: the OSC goal pose
+lives in mocap_pos/mocap_quat[0] and the gripper's command level and direction in userdata[0:2], so
+brax's auto-reset (which swaps pipeline_state and obs only) restarts the controller with the arm.
+
+Control is LIBERO's (envs/robots/panda.py): each 20 Hz action sets an OSC_POSE goal relative to the
+current end-effector pose; every physics substep computes operational-space torques toward it; the
+gripper level ramps by the action's sign (-1 open, +1 close, 0 hold).
 """
 
 from __future__ import annotations
@@ -78,7 +82,10 @@ class LiberoTask(base.Env):
     self._arm_qadr = np.array([m.jnt_qposadr[m.joint(j).id] for j in panda.ARM_JOINTS])
     self._finger_qadr = np.array([m.jnt_qposadr[m.joint(j).id] for j in panda.FINGER_JOINTS])
     self._tcp = m.site("tcp").id
-    self._base_pos = jnp.asarray(m.body("panda_link0").pos, jnp.float32)
+    self._link0 = m.body("panda_link0").id
+    self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in panda.ARM_JOINTS])
+    self._mass_index = _mass_gather(m, self._arm_dof)
+    self._osc = panda.OSCConfig()
     self._obj_qadr = {o.name: int(m.jnt_qposadr[m.joint(f"{o.name}_joint").id]) for o in spec.objects}
     self._obj_body = {o.name: m.body(o.name).id for o in spec.objects}
     self._contact_geoms = {n: tuple(dict.fromkeys(b.support + b.surface + b.grasp))
@@ -87,16 +94,16 @@ class LiberoTask(base.Env):
                                 for n, b in self._built.fixtures.items()})
     self._fixture_kinds = {f.name: f.kind for f in spec.fixtures}
     self._goal = predicates.make_goal_fn(spec, m, self._contact_geoms, self._fixture_kinds)
-    self._ws_lo = jnp.asarray(builder_lib.WORKSPACE_LO, jnp.float32)
-    self._ws_hi = jnp.asarray(builder_lib.WORKSPACE_HI, jnp.float32)
 
-    # Initial data: robot at LIBERO's home posture, gripper open, controller target = home TCP pose.
+    # Initial data: robot at LIBERO's home posture, gripper half open (LIBERO's start: command
+    # level 0), controller goal = the home end-effector pose. mj_forward fills the mass matrix the
+    # first controller substep reads (resets keep the arm at home, so it stays valid).
     d = mujoco.MjData(m)
     d.qpos[self._arm_qadr] = panda.HOME_QPOS
-    d.qpos[self._finger_qadr] = panda.FINGER_STROKE
-    d.ctrl[:7] = panda.HOME_QPOS
-    d.ctrl[7] = panda.GRIPPER_OPEN_CTRL
-    mujoco.mj_kinematics(m, d)
+    d.qpos[self._finger_qadr] = 0.5 * panda.FINGER_STROKE
+    d.ctrl[7] = float(panda.gripper_ctrl(0.0))
+    d.userdata[:2] = 0.0
+    mujoco.mj_forward(m, d)
     d.mocap_pos[0] = d.site_xpos[self._tcp]
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, d.site_xmat[self._tcp])
@@ -182,19 +189,34 @@ class LiberoTask(base.Env):
   def success(self, data) -> jax.Array:
     return self._goal(data)
 
-  def physics_steps(self, data, n: int, ctrl_from: Optional[jax.Array] = None, model=None):
-    """n physics substeps (lax.scan, model closed over). With `ctrl_from`, the arm's joint targets
-    ramp linearly from it to data.ctrl over the substeps (robosuite-style interpolation: no jerk at
-    20 Hz, far less overshoot than a step change of the position targets)."""
-    target = data.ctrl
-    start = target if ctrl_from is None else ctrl_from
-    fracs = (jnp.arange(n, dtype=target.dtype) + 1.0) / n
+  def base_pos(self, model=None) -> jax.Array:
+    """The arm's base (panda_link0) position in the table frame (a suite sets it per task)."""
     model = self.mjx_model if model is None else model
+    return jnp.asarray(model.body_pos)[self._link0]
 
-    def body(d, frac):
-      ctrl = target.at[:7].set(start[:7] + frac * (target[:7] - start[:7]))
-      return mjx.step(model, d.replace(ctrl=ctrl)), None
-    d, _ = jax.lax.scan(body, data, fracs)
+  def arm_mass(self, data) -> jax.Array:
+    """The arm's 7x7 joint-space inertia from the last physics step (armature included)."""
+    m = data._impl.M  # noqa: SLF001  (MJX keeps no public accessor; dense or sparse layout)
+    return m.reshape(-1)[self._mass_index] if m.ndim == 1 else m[self._mass_index]
+
+  def controller_torque(self, data, model=None) -> jax.Array:
+    """OSC torques toward the goal in mocap_pos/quat[0], from the current joint state."""
+    return panda.osc_torque(data.qpos[self._arm_qadr], data.qvel[self._arm_dof],
+                            self.arm_mass(data), data.mocap_pos[0],
+                            panda.quat_to_mat(data.mocap_quat[0]), self.base_pos(model), self._osc)
+
+  def physics_steps(self, data, n: int, model=None):
+    """n physics substeps (lax.scan), the controller running in each one as robosuite's does:
+    torques from the current state toward the goal, the gripper level ramping by its direction."""
+    model = self.mjx_model if model is None else model
+    rate = self._osc.gripper_rate * self._physics.timestep
+
+    def body(d, _):
+      level = jnp.clip(d.userdata[0] + rate * d.userdata[1], -1.0, 1.0)
+      ctrl = jnp.concatenate([self.controller_torque(d, model), panda.gripper_ctrl(level)[None]])
+      d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype), userdata=d.userdata.at[0].set(level))
+      return mjx.step(model, d), None
+    d, _ = jax.lax.scan(body, data, None, length=n)
     return d
 
   # ----------------------------------------------------------------------------------------------
@@ -280,14 +302,15 @@ class LiberoTask(base.Env):
                        {"success": success.astype(jnp.float32)}, info)
     return self.observe(state)
 
-  def apply_action(self, data, action: jax.Array):
-    """Controller: 7-D LIBERO action -> new ctrl / mocap target (no physics)."""
-    cmd = panda.delta_ee_command(
-        action.astype(jnp.float32), data.mocap_pos[0], data.mocap_quat[0], data.ctrl[:7],
-        data.site_xpos[self._tcp], self._base_pos, self._ws_lo, self._ws_hi)
-    ctrl = jnp.concatenate([cmd.q_target, cmd.gripper_ctrl[None]])
-    return data.replace(ctrl=ctrl, mocap_pos=data.mocap_pos.at[0].set(cmd.target_pos),
-                        mocap_quat=data.mocap_quat.at[0].set(cmd.target_quat))
+  def apply_action(self, data, action: jax.Array, model=None):
+    """OSC_POSE's set_goal for a 7-D LIBERO action (no physics): the goal pose (mocap) relative to
+    the current end-effector pose, and the gripper's direction (the action's sign)."""
+    action = action.astype(jnp.float32)
+    pos, mat = panda.tcp_pose(data.qpos[self._arm_qadr], self.base_pos(model))
+    goal_pos, goal_quat = panda.osc_goal(action, pos, mat, data.mocap_quat[0], self._osc)
+    return data.replace(mocap_pos=data.mocap_pos.at[0].set(goal_pos),
+                        mocap_quat=data.mocap_quat.at[0].set(goal_quat),
+                        userdata=data.userdata.at[1].set(jnp.sign(jnp.clip(action[6], -1.0, 1.0))))
 
   def step(self, state: base.State, action: jax.Array) -> base.State:
     return self.observe(self.physics_step(state, action))
@@ -295,8 +318,8 @@ class LiberoTask(base.Env):
   def physics_step(self, state: base.State, action: jax.Array) -> base.State:
     """One 20 Hz control step; obs images are left stale (see `observe`)."""
     prev = state.pipeline_state
-    data = self.physics_steps(self.apply_action(prev, action), self._substeps, prev.ctrl,
-                              self._model(state))
+    model = self._model(state)
+    data = self.physics_steps(self.apply_action(prev, action, model), self._substeps, model)
     data = self._after_physics(state, data)
     unstable = base.nonfinite((data.qpos, data.qvel))
     prev_done = state.done > 0
@@ -329,6 +352,22 @@ class LiberoTask(base.Env):
     """Runs after each control step's physics (a suite re-pins its parked objects here)."""
     del state
     return data
+
+
+def _mass_gather(m: mujoco.MjModel, dofs: np.ndarray):
+  """Indices of the dofs' block of MJX's mass matrix: a (7, 7) index pair for the dense layout, or
+  an i32[7, 7] index into the sparse (CSR lower-triangle, `M_rownnz` / `M_colind`) one."""
+  from mujoco.mjx._src import support  # noqa: PLC0415
+  if not support.is_sparse(m):
+    return np.ix_(dofs, dofs)
+  rowadr = np.concatenate([[0], np.cumsum(m.M_rownnz)[:-1]])
+  out = np.zeros((len(dofs), len(dofs)), np.int32)
+  for a, i in enumerate(dofs):
+    for b, j in enumerate(dofs):
+      r, c = (i, j) if i >= j else (j, i)
+      cols = m.M_colind[rowadr[r]:rowadr[r] + m.M_rownnz[r]]
+      out[a, b] = rowadr[r] + int(np.nonzero(cols == c)[0][0])
+  return out
 
 
 def _mat_to_quat(xmat: jax.Array) -> jax.Array:

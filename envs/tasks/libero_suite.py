@@ -72,7 +72,7 @@ def union_spec(specs: Sequence[TaskSpec]) -> TaskSpec:
                   max_steps=max(s.max_steps for s in specs),
                   max_steps_rl=max(s.max_steps_rl for s in specs),
                   groups=tuple(tuple(e.name for e in s.objects + s.fixtures) for s in specs),
-                  relations=_relations(specs))
+                  relations=_relations(specs), robot_base=specs[0].robot_base)
 
 
 def _relations(specs: Sequence[TaskSpec]) -> tuple[tuple[str, str], ...]:
@@ -108,6 +108,7 @@ class _Tables:
   park: np.ndarray          # f32[nq]  every object at its parking pose (robot and joints at home)
   fpos: np.ndarray          # f32[K, N, F, 3]  fixture root poses (table frame)
   fquat: np.ndarray         # f32[K, N, F, 4]
+  base: np.ndarray          # f32[K, 3]  the arm's base (LIBERO mounts it per table)
   active: np.ndarray        # bool[K, n_objects]    the task's own objects (others parked)
   # training re-draw, per task and entity slot (objects then fixtures of the union)
   mode: np.ndarray          # i32[K, E]  0 keep, 1 re-draw in a region, 2 ride on `parent`
@@ -259,8 +260,9 @@ class LiberoSuite(LiberoTask):
         radius[e] = float(np.hypot(pr["half"][0], pr["half"][1]))
       else:
         radius[e] = float(pr.get("radius", 0.05))
+    base = np.array([s.robot_base for s in self._specs], np.float32)
     return _Tables(qpos.astype(np.float32), base_qpos.astype(np.float32), mpos.astype(np.float32),
-                   mquat.astype(np.float32),
+                   mquat.astype(np.float32), base,
                    active, mode, parent, lo, hi, ylo, yhi, turn, 0.8 * radius)
 
   def _calibration_states(self, per_task: int = 12):
@@ -277,6 +279,7 @@ class LiberoSuite(LiberoTask):
       for n, i in enumerate(np.linspace(0, t.qpos.shape[1] - 1, per_task).astype(int)):
         mc.body_pos[ids] = t.fpos[k, i]
         mc.body_quat[ids] = t.fquat[k, i]
+        mc.body_pos[self._link0] = t.base[k]
         d = mujoco.MjData(mc)
         d.qpos[:] = t.qpos[k, i]
         if n % 2:      # half of them with the arm anywhere in its joint ranges
@@ -301,19 +304,24 @@ class LiberoSuite(LiberoTask):
     return int(self._tables.qpos.shape[1])
 
   def _model(self, state: base.State):
-    return self._model_at(state.info["fixture_pose"])
+    return self._model_at(state.info["fixture_pose"], state.info["task"])
 
-  def _model_at(self, fixture_pose: jax.Array):
+  def _model_at(self, fixture_pose: jax.Array, task: jax.Array):
+    """The model of one environment: its fixtures' poses and its task's arm base."""
     ids = self._fixture_bodies
     m = self.mjx_model
-    return m.replace(body_pos=jnp.asarray(m.body_pos).at[ids].set(fixture_pose[:, :3]),
+    body_pos = jnp.asarray(m.body_pos).at[ids].set(fixture_pose[:, :3])
+    body_pos = body_pos.at[self._link0].set(jnp.asarray(self._tables.base)[task])
+    return m.replace(body_pos=body_pos,
                      body_quat=jnp.asarray(m.body_quat).at[ids].set(fixture_pose[:, 3:]))
 
   def _start(self, k: jax.Array, qpos: jax.Array, mpos: jax.Array, mquat: jax.Array,
              rng: jax.Array) -> base.State:
     fixture_pose = jnp.concatenate([mpos, mquat], -1)
     data = self._data0.replace(qpos=qpos)
-    data = mjx_kinematics(self._model_at(fixture_pose), data)
+    data = mjx_kinematics(self._model_at(fixture_pose, k), data)
+    # the controller's goal: the home end-effector pose over this task's base
+    data = data.replace(mocap_pos=data.mocap_pos.at[0].set(data.site_xpos[self._tcp]))
     zero = jnp.zeros((), jnp.float32)
     success = jnp.asarray(False)
     info = {"success": success, "unstable": jnp.asarray(False),
@@ -332,7 +340,7 @@ class LiberoSuite(LiberoTask):
     model = self._model(state)
 
     def body(data, _):
-      d = self.physics_steps(self.apply_action(data, noop), self._substeps, data.ctrl, model)
+      d = self.physics_steps(self.apply_action(data, noop, model), self._substeps, model)
       return self._after_physics(state, d), None
 
     data, _ = jax.lax.scan(body, state.pipeline_state, None, length=self._wait)

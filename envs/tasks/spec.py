@@ -165,6 +165,9 @@ class TaskSpec:
   # an object's feet collide with another entity's surfaces only for these, and for the holders
   # (plates, bowls, baskets) of its own tasks (empty: every pair that shares a task)
   relations: tuple[tuple[str, str], ...] = ()
+  # the arm's base (panda_link0) in the table frame: LIBERO mounts it per table (MountedPanda 0.66 m
+  # behind a main / kitchen table's centre, 12 mm above its top; envs/robots/data/libero_robot.json)
+  robot_base: tuple[float, float, float] = (-0.66, 0.0, 0.012)
 
   def object(self, name: str) -> ObjectSpec:
     for o in self.objects:
