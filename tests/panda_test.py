@@ -1,4 +1,4 @@
-"""Panda: MJCF kinematics = Franka's DH chain, delta-EE control moves the TCP as commanded, MJX = C MuJoCo."""
+"""Panda: MJCF kinematics = Franka's DH chain, the OSC controller = robosuite's formulas, MJX = C MuJoCo."""
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -44,8 +44,12 @@ def test_forward_kinematics_matches_dh(robot):
     t = _dh_numpy(q)
     np.testing.assert_allclose(d.site_xpos[flange], t[:3, 3], atol=1e-3)
     np.testing.assert_allclose(d.site_xmat[flange].reshape(3, 3), t[:3, :3], atol=1e-3)
-    # TCP 0.1034 m along the flange z; the JAX DH (used by the controller) agrees too.
-    np.testing.assert_allclose(d.site_xpos[tcp], t[:3, 3] + 0.1034 * t[:3, 2], atol=1e-3)
+    # LIBERO's end-effector site: 0.097 m along the flange z, axes = flange turned by -pi/4 (the
+    # hand) then -pi/2 (robosuite's gripper); the JAX DH (used by the controller) agrees too.
+    np.testing.assert_allclose(d.site_xpos[tcp], t[:3, 3] + 0.097 * t[:3, 2], atol=1e-3)
+    c, s_ = np.cos(-3 * np.pi / 4), np.sin(-3 * np.pi / 4)
+    np.testing.assert_allclose(d.site_xmat[tcp].reshape(3, 3),
+                               t[:3, :3] @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]]), atol=1e-3)
     p, r = panda.tcp_pose(jnp.asarray(q, jnp.float32), jnp.zeros(3))
     np.testing.assert_allclose(np.asarray(p), d.site_xpos[tcp], atol=1e-3)
     np.testing.assert_allclose(np.asarray(r), d.site_xmat[tcp].reshape(3, 3), atol=1e-3)
@@ -60,34 +64,79 @@ def test_joint_limits_and_gripper_stroke(robot):
   assert np.all(robot.geom_contype == 0) and np.all(robot.geom_conaffinity == 0)
 
 
-@pytest.mark.parametrize("delta", [(0.6, 0, 0), (0, -0.6, 0), (0, 0, 0.6), (0.4, 0.4, -0.4)])
-def test_delta_ee_command_moves_tcp(robot, delta):
-  """One control step of action `delta` moves the TCP by delta * 0.05 m (within 10%) once settled."""
+def _osc_numpy(q, qd, mass, goal_pos, goal_mat, base):
+  """robosuite's OSC_POSE run_controller in numpy (pinv, as robosuite), on the numpy DH chain."""
+  t = np.eye(4); t[:3, 3] = base
+  frames = []
+  def rx(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1.0]])
+  def rz(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+  def tr(x, y, z):
+    m = np.eye(4); m[:3, 3] = (x, y, z); return m
+  for a, d, alpha, theta in zip(panda.DH_A, panda.DH_D, panda.DH_ALPHA, q):
+    t = t @ rx(alpha) @ tr(a, 0, 0) @ rz(theta)
+    frames.append(t.copy())
+    t = t @ tr(0, 0, d)
+  frames = [f @ tr(0, 0, d) for f, d in zip(frames, panda.DH_D)]
+  hand = t @ tr(0, 0, panda.FLANGE_D) @ rz(panda.HAND_YAW)
+  p = hand[:3, 3] + hand[:3, 2] * panda.TCP_OFFSET
+  r = hand[:3, :3] @ panda.EEF_ROT_HAND
+  jp = np.stack([np.cross(f[:3, 2], p - f[:3, 3]) for f in frames], 1)
+  jr = np.stack([f[:3, 2] for f in frames], 1)
+  j = np.vstack([jp, jr])
+  kp, kd = 150.0, 2 * np.sqrt(150.0)
+  v = j @ qd
+  err_o = 0.5 * sum(np.cross(r[:, i], goal_mat[:, i]) for i in range(3))
+  f = kp * (goal_pos - p) - kd * v[:3]
+  tq = kp * err_o - kd * v[3:]
+  minv = np.linalg.inv(mass)
+  lam = np.linalg.pinv(j @ minv @ j.T)
+  tau = jp.T @ np.linalg.pinv(jp @ minv @ jp.T) @ f + jr.T @ np.linalg.pinv(jr @ minv @ jr.T) @ tq
+  null = np.eye(7) - (minv @ j.T @ lam) @ j
+  tau += null.T @ (mass @ (10.0 * (panda.HOME_QPOS - q) - 2 * np.sqrt(10.0) * qd))
+  return np.clip(tau, -panda.TORQUE_LIMIT, panda.TORQUE_LIMIT), p, r
+
+
+def test_osc_torque_matches_numpy_robosuite(robot):
+  """panda.osc_torque (jitted, float32) = robosuite's OSC formulas written out in numpy (float64),
+  with the model's own mass matrix, at random postures, velocities and goals."""
   m = robot
   d = mujoco.MjData(m)
-  d.qpos[:7] = panda.HOME_QPOS; d.ctrl[:7] = panda.HOME_QPOS; d.ctrl[7] = 0.04
-  mujoco.mj_forward(m, d)
-  tcp_id = m.site("tcp").id
-  base = jnp.zeros(3)
-  p0, r0 = panda.tcp_pose(jnp.asarray(panda.HOME_QPOS, jnp.float32), base)
-  quat0 = panda.mat_to_quat(r0)
-  cmd_fn = jax.jit(lambda a, p, q, qt, tcp: panda.delta_ee_command(
-      a, p, q, qt, tcp, base, jnp.array([-1.0, -1, -1]), jnp.array([1.0, 1, 1])))
-  start = d.site_xpos[tcp_id].copy()
-  pos, quat, qt = p0, quat0, jnp.asarray(panda.HOME_QPOS, jnp.float32)
-  for t in range(20):
-    a = jnp.array(list(delta) + [0, 0, 0, -1.0], jnp.float32) if t == 0 else jnp.array([0, 0, 0, 0, 0, 0, -1.0])
-    cmd = cmd_fn(a, pos, quat, qt, jnp.asarray(d.site_xpos[tcp_id], jnp.float32))
-    pos, quat, qt = cmd.target_pos, cmd.target_quat, cmd.q_target
-    q0 = d.ctrl[:7].copy()
-    for k in range(10):
-      d.ctrl[:7] = q0 + (k + 1) / 10 * (np.asarray(qt) - q0)
-      mujoco.mj_step(m, d)
-  moved = d.site_xpos[tcp_id] - start
-  expected = np.asarray(delta) * panda.POS_SCALE
-  assert np.linalg.norm(moved - expected) <= 0.1 * np.linalg.norm(expected), (moved, expected)
-  # orientation held
-  assert np.abs(d.site_xmat[tcp_id].reshape(3, 3) - np.asarray(r0)).max() < 0.02
+  rng = np.random.default_rng(1)
+  fn = jax.jit(panda.osc_torque)
+  base = np.array([-0.66, 0.0, 0.012])
+  for _ in range(6):
+    q = panda.HOME_QPOS + rng.uniform(-0.4, 0.4, 7)
+    qd = rng.normal(0, 0.3, 7)
+    d.qpos[:7] = q
+    mujoco.mj_forward(m, d)
+    full = np.zeros((m.nv, m.nv))
+    mujoco.mj_fullM(m, d, full)
+    mass = full[:7, :7]
+    _, p, r = _osc_numpy(q, np.zeros(7), mass, np.zeros(3), np.eye(3), base)
+    goal_pos = p + rng.uniform(-0.01, 0.01, 3)
+    goal_mat = np.asarray(panda.axis_angle_to_mat(jnp.asarray(rng.uniform(-0.05, 0.05, 3)))) @ r
+    want, _, _ = _osc_numpy(q, qd, mass, goal_pos, goal_mat, base)
+    got = fn(jnp.asarray(q, jnp.float32), jnp.asarray(qd, jnp.float32),
+             jnp.asarray(mass, jnp.float32), jnp.asarray(goal_pos, jnp.float32),
+             jnp.asarray(goal_mat, jnp.float32), jnp.asarray(base, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), want, atol=0.05 + 0.01 * np.abs(want).max())
+
+
+def test_osc_goal_semantics():
+  """set_goal: position = current + 0.05 m * a; rotation exp(0.5 rad * a) @ current; an action without
+  rotation keeps the previous goal orientation (robosuite's rule)."""
+  pos, mat = jnp.array([0.1, 0.2, 0.3]), jnp.asarray(panda.axis_angle_to_mat(jnp.array([0.1, -0.2, 0.3])))
+  prev = jnp.array([0.0, 1.0, 0.0, 0.0])
+  gp, gq = panda.osc_goal(jnp.array([1.0, -0.5, 2.0, 0, 0, 0, 1.0]), pos, mat, prev)
+  np.testing.assert_allclose(gp, [0.15, 0.175, 0.35], atol=1e-6)   # clipped to [-1, 1]
+  np.testing.assert_allclose(gq, prev)
+  gp, gq = panda.osc_goal(jnp.array([0, 0, 0, 0, 0, 0.4, 0.0]), pos, mat, prev)
+  want = np.asarray(panda.axis_angle_to_mat(jnp.array([0.0, 0.0, 0.2]))) @ np.asarray(mat)
+  np.testing.assert_allclose(panda.quat_to_mat(gq), want, atol=1e-5)
 
 
 def test_mjx_matches_c_mujoco(robot):
@@ -96,8 +145,8 @@ def test_mjx_matches_c_mujoco(robot):
   m = robot
   d = mujoco.MjData(m)
   d.qpos[:7] = panda.HOME_QPOS; d.qpos[7:9] = 0.02
-  target = panda.HOME_QPOS + np.array([0.3, -0.2, 0.2, 0.3, -0.3, 0.2, 0.4])
-  d.ctrl[:7] = target; d.ctrl[7] = 0.0
+  d.ctrl[:7] = [4.0, -3.0, 3.0, 4.0, -2.0, 1.5, 1.0]   # torques (motors)
+  d.ctrl[7] = 0.0
   mujoco.mj_forward(m, d)
   mx = mjx.put_model(m, impl="jax")
   dx = mjx.put_data(m, d, impl="jax")
