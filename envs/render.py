@@ -27,6 +27,8 @@ Conventions (the same image MuJoCo's own renderer, `mujoco.Renderer`, shows):
 Geoms rendered: plane (finite half extents, or infinite for size 0; seen from its +z side only,
 like `mj_ray`), sphere, capsule, ellipsoid, cylinder, box; meshes, height fields and SDF geoms are
 not drawn. Geoms with rgba alpha == 0 or group outside `geom_groups` (default 0, 1, 2) are skipped.
+A plane whose third size (MuJoCo's grid spacing) is > 0 gets a procedural checker of that tile size
+(CHECKER_DEPTH darker on odd tiles), so that depth and motion over floors and tables are visible.
 
 Inputs: every entry point (`render`, `render_rgb`, `overflow`) takes either an mjx.Data (kinematics
 done: geom_xpos/xmat, cam_xpos/xmat) or a `SceneInputs` (float32 poses of the visible geoms and of
@@ -88,6 +90,7 @@ _INF = jnp.inf
 _EPS = 1e-9
 
 _PLANE = int(mujoco.mjtGeom.mjGEOM_PLANE)
+CHECKER_DEPTH = 0.12   # planes with a grid spacing (size[2] > 0) are drawn as a checker this dark
 _SPHERE = int(mujoco.mjtGeom.mjGEOM_SPHERE)
 _CAPSULE = int(mujoco.mjtGeom.mjGEOM_CAPSULE)
 _ELLIPSOID = int(mujoco.mjtGeom.mjGEOM_ELLIPSOID)
@@ -468,6 +471,8 @@ class Renderer:
     self._idbits = max(1, int(np.ceil(np.log2(self._nvis + 1))))
     self._vtype = gtype[vids]
     self._vsize = size[vids]
+    # procedural checker on planes: tile size = the MJCF plane's third size (its grid spacing)
+    self._vchecker = np.where(gtype[vids] == _PLANE, raw_size[vids, 2], 0.0).astype(np.float32)
     rbound = np.array([_bound_radius(int(gtype[g]), size[g]) for g in range(m.ngeom)])
     self.rbound = rbound
     # smallest feature size of each geom (float-error slack of the culling tests): the radius of
@@ -994,6 +999,11 @@ class Renderer:
     colors = colors[self.geom_ids]
     col = jnp.stack([jnp.take(colors[:, i], gid, mode="clip") for i in range(3)], -1)
     col = col * shade[..., None]
+    if np.any(self._vchecker > 0):
+      tile = jnp.take(jnp.asarray(self._vchecker), gid, mode="clip")
+      safe = jnp.where(tile > 0, tile, 1.0)
+      odd = jnp.mod(jnp.floor(p[0] / safe) + jnp.floor(p[1] / safe), 2.0)
+      col = col * jnp.where(tile > 0, 1.0 - CHECKER_DEPTH * odd, 1.0)[..., None]
     col = jnp.where(hit[..., None], col, jnp.asarray(self.background))
     rgb = jnp.clip(col * 255.0 + 0.5, 0.0, 255.0).astype(jnp.uint8)
     out = {"rgb": rgb}

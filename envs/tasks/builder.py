@@ -4,7 +4,8 @@ World frame = LIBERO's table frame: origin at the table-top centre, x away from 
 left, z up; the table top is the plane z = 0 (a collision plane: infinite, cheapest contact).
 All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), so MJX checks only:
   finger pads x grasp geoms of every object, fingertip pads x surface geoms, tips + palm x table,
-  support feet of every object x table, support feet x surface geoms of every OTHER object.
+  support feet of every object x table, support feet x surface geoms of every OTHER object, arm
+  link capsules x table, reaching links + palm x every object's hull and every fixture surface.
 """
 
 from __future__ import annotations
@@ -22,12 +23,28 @@ from envs.tasks import objects as objects_lib
 from envs.tasks.spec import TaskSpec
 
 HOLDERS = ("plate", "bowl", "basket", "pan")   # object kinds things are put on or in
-TABLE_HALF = (0.5, 0.6)                 # visual table top half-extent (x, y)
-TABLE_THICK = 0.05
-# Camera "agentview": in front of the table, looking back at it and the robot (LIBERO's third
-# person view); pos, look-at point.
-AGENTVIEW = ((0.70, 0.0, 0.68), (-0.22, 0.0, 0.06))
-AGENTVIEW_FOVY = 45.0
+# The arm's collision capsules (envs/robots/panda.xml): every link collides with the table; the
+# links that reach the workspace (forearm, wrist, flange) and the palm also with every object's hull
+# and every fixture surface. The shoulder and upper arm (links 1-3) stay over the robot's base,
+# behind every LIBERO region, so their object pairs would only cost time.
+ARM_LINKS = tuple(f"link{i}_collision" for i in range(1, 8))
+REACHING = ("link4_collision", "link5_collision", "link6_collision", "link7_collision",
+            "hand_collision")
+
+
+def agentview(table: str) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+  """LIBERO's third-person camera for a table category, in the table frame: position, the MJCF
+  xyaxes (camera x and y axes), fovy (measured: envs/robots/data/libero_robot.json)."""
+  c = panda.libero_facts()["tables"][table]["cameras"]["agentview"]
+  x = np.asarray(c["xmat"])
+  return tuple(c["pos"]), tuple(x[:, 0]) + tuple(x[:, 1]), float(c["fovy"])
+
+
+def wrist_camera() -> tuple[tuple[float, ...], tuple[float, ...], float]:
+  """LIBERO's eye-in-hand camera in the hand frame: position, xyaxes, fovy (measured)."""
+  c = panda.libero_facts()["tables"]["table"]["cameras"]["robot0_eye_in_hand"]
+  x = np.asarray(c["xmat_hand"])
+  return tuple(c["pos_hand"]), tuple(x[:, 0]) + tuple(x[:, 1]), float(c["fovy"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,15 +87,6 @@ class BuiltTask:
     return mjx.put_model(self.mj_model, impl=self.physics.impl)
 
 
-def _xyaxes(pos, target) -> str:
-  p, t = np.asarray(pos, float), np.asarray(target, float)
-  f = (t - p) / np.linalg.norm(t - p)
-  right = np.cross(f, [0.0, 0.0, 1.0])
-  right /= np.linalg.norm(right)
-  up = np.cross(right, f)
-  return " ".join(f"{x:.6g}" for x in (*right, *up))
-
-
 def _add_sites(body: ET.Element, owner: str, sites) -> None:
   """LIBERO's named regions of an entity, as sites `<owner>_<suffix>` on its root body or, for a
   site that rides on a moving part (a drawer's region), on that part's body."""
@@ -88,6 +96,55 @@ def _add_sites(body: ET.Element, owner: str, sites) -> None:
     ET.SubElement(target, "site", name=f"{owner}_{s.suffix}", type="box",
                   pos=" ".join(f"{x:.6g}" for x in s.pos), quat=" ".join(f"{x:.6g}" for x in s.quat),
                   size=" ".join(f"{x:.6g}" for x in s.size), rgba="0 1 0 0", group="5")
+
+
+# LIBERO's arena (robosuite's empty room, measured in LIBERO's world frame: floor at z = 0): walls as
+# (centre x, y; direction along the wall; half length), 3 m high, 2 cm thick. The front wall (behind
+# the agentview camera) is left out.
+WALLS = (((-2.0, 0.0), (0.0, 1.0), 1.5), ((1.25, 3.0), (1.0, 0.0), 1.75),
+         ((1.25, -3.0), (-1.0, 0.0), 1.75), ((-1.25, 2.25), (0.70710678, 0.70710678), 1.06),
+         ((-1.25, -2.25), (-0.70710678, 0.70710678), 1.06))
+WALL_RGBA = "0.8 0.78 0.74 1"
+FLOOR_RGBA = "0.45 0.43 0.42 1"
+
+
+def _arena(world: ET.Element, spec: TaskSpec) -> None:
+  """The room as LIBERO frames the task's table: the collision plane at the table top (z = 0;
+  for floor tasks it is the floor), the table's slab and legs down to the floor, the robot's
+  pedestal, the floor and LIBERO's walls. Table size, height and colour are LIBERO's per category
+  (envs/tasks/data/libero40.json); everything but the plane is visual."""
+  from envs.tasks import libero_data  # noqa: PLC0415  (libero_data does not import the builder)
+  cat = libero_data.category(spec.table)
+  tp = cat["params"]
+  on_floor = spec.table == "floor"
+  h = float(tp["height"])
+  top = np.asarray(tp.get("top_center_world", (0.0, 0.0, h)), float)
+  hx, hy = (3.0, 3.0) if on_floor else tuple(tp["half"])
+  colour = FLOOR_RGBA if on_floor else " ".join(f"{x:.4g}" for x in cat["rgba"])
+  vis = dict(contype="0", conaffinity="0")
+  # third size = the renderer's checker tile (envs/render.py): 10 cm on tables, 50 cm on floors
+  tile = 0.5 if on_floor else 0.1
+  ET.SubElement(world, "geom", name="table", type="plane", size=f"{hx} {hy} {tile}", rgba=colour,
+                condim="3", friction="1 0.005 0.0001", **vis)
+  if not on_floor:
+    thick = float(tp["thickness"])
+    ET.SubElement(world, "geom", name="table_slab", type="box", size=f"{hx} {hy} {thick / 2}",
+                  pos=f"0 0 {-thick / 2 - 0.001}", rgba=colour, **vis)
+    ET.SubElement(world, "geom", name="floor", type="plane", size="3 3 0.5", pos=f"0 0 {-h}",
+                  rgba=FLOOR_RGBA, **vis)
+    for i, (sx, sy) in enumerate([(1, 1), (1, -1), (-1, 1), (-1, -1)]):
+      x, y = sx * (hx - 0.05), sy * (hy - 0.05)
+      ET.SubElement(world, "geom", name=f"table_leg{i}", type="capsule", size="0.025",
+                    fromto=f"{x} {y} {-thick} {x} {y} {-h}", rgba="0.3 0.25 0.2 1", **vis)
+  base = spec.robot_base
+  if base[2] + h > 0.05:
+    ET.SubElement(world, "geom", name="robot_pedestal", type="capsule", size="0.09",
+                  fromto=f"{base[0] - 0.02} {base[1]} {-h} {base[0] - 0.02} {base[1]} {base[2] - 0.02}",
+                  rgba="0.25 0.25 0.27 1", **vis)
+  for i, ((cx, cy), (ax, ay), half) in enumerate(WALLS):
+    ET.SubElement(world, "geom", name=f"wall{i}", type="box", size=f"{half} 1.5 0.01",
+                  pos=f"{cx - top[0]:.6g} {cy - top[1]:.6g} {1.5 - top[2]:.6g}",
+                  xyaxes=f"{ax} {ay} 0 0 0 1", rgba=WALL_RGBA, **vis)
 
 
 def build_xml(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tuple[str, dict]:
@@ -115,36 +172,24 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   world = ET.SubElement(root, "worldbody")
   ET.SubElement(world, "light", name="top", pos="0 0 1.5", dir="0 0 -1", directional="true",
                 diffuse="0.6 0.6 0.6", specular="0.1 0.1 0.1")
-  # Table: collision plane at z = 0, visual slab and legs below it.
-  ET.SubElement(world, "geom", name="table", type="plane", size=f"{TABLE_HALF[0]} {TABLE_HALF[1]} 0.01",
-                rgba="0.55 0.42 0.3 1", contype="0", conaffinity="0", condim="3",
-                friction="1 0.005 0.0001")
-  ET.SubElement(world, "geom", name="table_slab", type="box",
-                size=f"{TABLE_HALF[0]} {TABLE_HALF[1]} {TABLE_THICK / 2}",
-                pos=f"0 0 {-TABLE_THICK / 2 - 0.001}", rgba="0.55 0.42 0.3 1", contype="0",
-                conaffinity="0")
-  ET.SubElement(world, "geom", name="floor", type="plane", size="3 3 0.1", pos="0 0 -0.8",
-                rgba="0.35 0.35 0.38 1", contype="0", conaffinity="0")
-  for i, (sx, sy) in enumerate([(1, 1), (1, -1), (-1, 1), (-1, -1)]):
-    ET.SubElement(world, "geom", name=f"table_leg{i}", type="capsule", size="0.025",
-                  fromto=f"{sx * (TABLE_HALF[0] - 0.05)} {sy * (TABLE_HALF[1] - 0.05)} -0.05 "
-                         f"{sx * (TABLE_HALF[0] - 0.05)} {sy * (TABLE_HALF[1] - 0.05)} -0.8",
-                  rgba="0.3 0.25 0.2 1", contype="0", conaffinity="0")
-  base = spec.robot_base
-  ET.SubElement(world, "geom", name="robot_pedestal", type="capsule", size="0.09",
-                fromto=f"{base[0] - 0.02} {base[1]} -0.8 {base[0] - 0.02} {base[1]} {base[2] - 0.02}",
-                rgba="0.25 0.25 0.27 1", contype="0", conaffinity="0")
-  cam_pos, cam_at = AGENTVIEW
+  _arena(world, spec)
+  cam_pos, cam_axes, fovy = agentview(spec.table)
   ET.SubElement(world, "camera", name="agentview", pos=" ".join(f"{x:.6g}" for x in cam_pos),
-                xyaxes=_xyaxes(cam_pos, cam_at), fovy=f"{AGENTVIEW_FOVY}")
+                xyaxes=" ".join(f"{x:.6g}" for x in cam_axes), fovy=f"{fovy:.6g}")
   # The controller's end-effector target lives in mocap_pos/quat[0] so that it is part of
   # mjx.Data (brax's auto-reset then restores it with the rest of the pipeline state).
   target = ET.SubElement(world, "body", name="ee_target", mocap="true")
   ET.SubElement(target, "site", name="ee_target_site", size="0.005", rgba="0 1 0 0", group="5")
   # Robot.
+  w_pos, w_axes, w_fovy = wrist_camera()
+  for cam in robot.iter("camera"):
+    if cam.get("name") == "wrist":
+      cam.set("pos", " ".join(f"{x:.6g}" for x in w_pos))
+      cam.set("xyaxes", " ".join(f"{x:.6g}" for x in w_axes))
+      cam.set("fovy", f"{w_fovy:.6g}")
   for child in robot.find("worldbody"):
     if child.get("name") == "panda_link0":
-      child.set("pos", " ".join(f"{x:.6g}" for x in base))
+      child.set("pos", " ".join(f"{x:.6g}" for x in spec.robot_base))
     world.append(child)
   # Objects (free bodies) and fixtures (welded bodies with jointed parts; a suite poses them per
   # environment through the model's body_pos / body_quat), each with LIBERO's named sites.
@@ -164,11 +209,19 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   # Contact pairs.
   contact = ET.SubElement(root, "contact")
   pads = ("left_pad", "right_pad", "left_pad_upper", "right_pad_upper")
-  pad_kw = dict(condim="3", friction="1.5 1.5 0.005 0.0001 0.0001", solref="0.01 1",
+  pad_kw = dict(condim="6", friction="1.5 1.5 0.01 0.01 0.01", solref="0.01 1",
                 solimp="0.95 0.99 0.001 0.5 2")
   for pad in pads[:2]:
     ET.SubElement(contact, "pair", geom1=pad, geom2="table", condim="3")
-  ET.SubElement(contact, "pair", geom1="hand_collision", geom2="table", condim="3")
+  for g in ARM_LINKS + ("hand_collision",):
+    ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3")
+  for b in list(built.values()):
+    for g in REACHING:
+      ET.SubElement(contact, "pair", geom1=g, geom2=b.hull, condim="3")
+  for fb in fixtures.values():
+    for sg in fb.surface:
+      for g in REACHING:
+        ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
   names = [o.name for o in spec.objects]
   groups = [set(g) for g in spec.groups]
 

@@ -2,8 +2,8 @@
 
 The phase is read off the state (is the bowl lifted, are the fingers closed, where is the TCP), so the
 expert is a plain function of the state: vmappable, usable inside the env's own lax.scan rollouts and
-for making demonstrations. It drives the controller's target (mocap) rather than the TCP, so the
-commanded deltas are exactly the waypoint steps.
+for making demonstrations. Actions are LIBERO's OSC_POSE deltas: each one sets the controller's goal
+relative to the CURRENT end-effector pose, so the expert commands (waypoint - pose), speed-limited.
 """
 
 from __future__ import annotations
@@ -13,8 +13,15 @@ import jax.numpy as jnp
 
 from envs.robots import panda
 
-# Gripper pointing straight down, fingers opening along world y (LIBERO's start is ~7 deg off this).
-R_DOWN = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+# Gripper pointing straight down, fingers opening along world y (LIBERO's start is ~3 deg off this),
+# as the end-effector site's axes (LIBERO's grip site: the hand's turned -pi/2 about the tool axis).
+R_DOWN_HAND = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+R_DOWN = R_DOWN_HAND @ panda.EEF_ROT_HAND
+
+
+def _rot_x(a):
+  c, s = jnp.cos(a), jnp.sin(a)
+  return jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def _rot_z(a):
@@ -31,8 +38,21 @@ def _wrap(a):
   return (a + jnp.pi) % (2 * jnp.pi) - jnp.pi
 
 
+def move_action(env, data, goal_pos: jax.Array, r_goal: jax.Array, max_speed: float = 1.0,
+                gain: float = 1.0) -> jax.Array:
+  """The 6-D arm part of a LIBERO action that pulls the end effector to (goal_pos, r_goal): the
+  OSC goal is set `gain` x the remaining error away, at most `max_speed` x 5 cm (the controller then
+  moves about 1.5 cm per step at full speed)."""
+  err = goal_pos - env.tcp_pos(data)
+  dist = jnp.linalg.norm(err) + 1e-9
+  reach = jnp.minimum(max_speed * panda.POS_SCALE, gain * dist)
+  dpos = err * (reach / dist) / panda.POS_SCALE
+  drot = panda.rot_error(r_goal, env.tcp_mat(data)) / panda.ROT_SCALE
+  return jnp.concatenate([dpos, jnp.clip(drot, -0.5, 0.5)])
+
+
 def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = "plate_1",
-                    max_speed: float = 0.6, approach_height: float = 0.10,
+                    max_speed: float = 1.0, approach_height: float = 0.10,
                     carry_height: float = 0.14) -> jax.Array:
   """Expert for 'pick up the bowl and place it on the plate': pinch one wall stave, lift, carry,
   lower over the plate, release.  Returns float32[7] in [-1, 1]."""
@@ -52,10 +72,10 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = 
   step = 2 * jnp.pi / n
   k = jnp.round(_wrap(jnp.pi / 2 - yaw) / step)
   theta = yaw + k * step
-  # TCP height so both pads of each finger (tip pad ~2 mm above the TCP, upper pad 1.8 cm above
-  # that) lie on the stave; radius of the stave at the pads' mid height.
-  zg_local = 0.016
-  zmid = zg_local + 0.011
+  # TCP height so both pads of each finger (tip pad 4.4 mm below the end-effector site, upper pad
+  # 1.8 cm above it) lie on the stave; radius of the stave at the pads' mid height.
+  zg_local = 0.0224
+  zmid = zg_local + 0.0046
   rg = r0 + (zmid - z0) / (z1 - z0) * (r1 - r0)
   grasp = bowl_pos + jnp.array([rg * jnp.cos(theta), rg * jnp.sin(theta), zg_local])
   hand_yaw = _wrap(theta - jnp.pi / 2)
@@ -100,17 +120,14 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = 
   goal = jnp.where(holding, goal_b, goal_a)
   close = jnp.where(holding, ~release, a_close)
 
-  # Commands relative to the controller's target (mocap), speed-limited.
-  tgt = d.mocap_pos[0]
-  # move the target by at most max_speed and by 40% of the remaining distance (smooth arrival)
-  err = goal - tgt
-  dist = jnp.linalg.norm(err) + 1e-9
-  stride = jnp.minimum(max_speed * panda.POS_SCALE, 0.4 * dist + 0.002)
-  dpos = err * jnp.minimum(1.0, stride / dist) / panda.POS_SCALE
-  r_goal = _rot_z(hand_yaw) @ R_DOWN
-  r_now = panda.quat_to_mat(d.mocap_quat[0])
-  r_goal = jnp.where(holding, r_now, r_goal)            # carrying: keep the hand's orientation
-  drot = panda.rot_error(r_goal, panda.quat_to_mat(d.mocap_quat[0])) / panda.ROT_SCALE
-  drot = jnp.clip(drot, -0.5, 0.5)
+  # tilt the fingers parallel to the flared wall (about the hand's x axis, the wall's tangent), so
+  # that both pads of each finger lie on the stave: four contacts, a grasp that cannot roll
+  flare = jnp.arctan2(r1 - r0, z1 - z0)
+  r_hand = _rot_z(hand_yaw) @ R_DOWN_HAND
+  radial = jnp.array([jnp.cos(theta), jnp.sin(theta), 0.0])
+  inward = jnp.dot(r_hand[:, 1], radial) < 0          # hand +y points to the bowl's centre
+  r_goal = r_hand @ _rot_x(jnp.where(inward, -flare, flare)) @ panda.EEF_ROT_HAND
+  r_goal = jnp.where(holding, env.tcp_mat(d), r_goal)   # carrying: keep the hand's orientation
+  arm = move_action(env, d, goal, r_goal, max_speed)
   grip = jnp.where(close, 1.0, -1.0)
-  return jnp.clip(jnp.concatenate([dpos, drot, grip[None]]), -1.0, 1.0).astype(jnp.float32)
+  return jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)

@@ -131,7 +131,7 @@ def _task(t: dict) -> TaskSpec:
       fixtures=fixtures, suite=t["suite"], task_id=int(t["task_id"]),
       max_steps=int(ms.get("openpi_openvla_oft", 220)), zones=_zones(t),
       num_steps_wait=int(t.get("num_steps_wait", 10)), max_steps_rl=int(ms.get("simplevla_rl", 512)),
-      robot_base=robot_base(t["table_category"]))
+      robot_base=robot_base(t["table_category"]), table=t["table_category"])
 
 
 def robot_base(table_category: str) -> tuple[float, float, float]:

@@ -72,7 +72,7 @@ def union_spec(specs: Sequence[TaskSpec]) -> TaskSpec:
                   max_steps=max(s.max_steps for s in specs),
                   max_steps_rl=max(s.max_steps_rl for s in specs),
                   groups=tuple(tuple(e.name for e in s.objects + s.fixtures) for s in specs),
-                  relations=_relations(specs), robot_base=specs[0].robot_base)
+                  relations=_relations(specs), robot_base=specs[0].robot_base, table=specs[0].table)
 
 
 def _relations(specs: Sequence[TaskSpec]) -> tuple[tuple[str, str], ...]:
@@ -109,6 +109,8 @@ class _Tables:
   fpos: np.ndarray          # f32[K, N, F, 3]  fixture root poses (table frame)
   fquat: np.ndarray         # f32[K, N, F, 4]
   base: np.ndarray          # f32[K, 3]  the arm's base (LIBERO mounts it per table)
+  cam_pos: np.ndarray       # f32[K, 3]  the agentview camera (LIBERO poses it per table)
+  cam_quat: np.ndarray      # f32[K, 4]
   active: np.ndarray        # bool[K, n_objects]    the task's own objects (others parked)
   # training re-draw, per task and entity slot (objects then fixtures of the union)
   mode: np.ndarray          # i32[K, E]  0 keep, 1 re-draw in a region, 2 ride on `parent`
@@ -165,6 +167,7 @@ class LiberoSuite(LiberoTask):
     self._goals = [predicates.make_goal_fn(s, m, self._contact_geoms, self._fixture_kinds)
                    for s in specs]
     self._fixture_bodies = np.array([m.body(f.name).id for f in union.fixtures], np.int32)
+    self._agentview = m.camera("agentview").id
     self._tables = self._build_tables(union)
     self._park = self._tables.park
     # the object (union index) owning each qpos / qvel entry, -1 for the robot and fixture joints
@@ -261,8 +264,17 @@ class LiberoSuite(LiberoTask):
       else:
         radius[e] = float(pr.get("radius", 0.05))
     base = np.array([s.robot_base for s in self._specs], np.float32)
+    cam_pos, cam_quat = [], []
+    for s in self._specs:
+      pos, axes, _ = builder_lib.agentview(s.table)
+      x, y = np.asarray(axes[:3]), np.asarray(axes[3:])
+      q = np.zeros(4)
+      mujoco.mju_mat2Quat(q, np.stack([x, y, np.cross(x, y)], 1).ravel())
+      cam_pos.append(pos)
+      cam_quat.append(q)
     return _Tables(qpos.astype(np.float32), base_qpos.astype(np.float32), mpos.astype(np.float32),
-                   mquat.astype(np.float32), base,
+                   mquat.astype(np.float32), base, np.array(cam_pos, np.float32),
+                   np.array(cam_quat, np.float32),
                    active, mode, parent, lo, hi, ylo, yhi, turn, 0.8 * radius)
 
   def _calibration_states(self, per_task: int = 12):
@@ -280,6 +292,8 @@ class LiberoSuite(LiberoTask):
         mc.body_pos[ids] = t.fpos[k, i]
         mc.body_quat[ids] = t.fquat[k, i]
         mc.body_pos[self._link0] = t.base[k]
+        mc.cam_pos[self._agentview] = t.cam_pos[k]
+        mc.cam_quat[self._agentview] = t.cam_quat[k]
         d = mujoco.MjData(mc)
         d.qpos[:] = t.qpos[k, i]
         if n % 2:      # half of them with the arm anywhere in its joint ranges
@@ -307,13 +321,17 @@ class LiberoSuite(LiberoTask):
     return self._model_at(state.info["fixture_pose"], state.info["task"])
 
   def _model_at(self, fixture_pose: jax.Array, task: jax.Array):
-    """The model of one environment: its fixtures' poses and its task's arm base."""
+    """The model of one environment: its fixtures' poses, its task's arm base and camera."""
     ids = self._fixture_bodies
     m = self.mjx_model
+    t = self._tables
     body_pos = jnp.asarray(m.body_pos).at[ids].set(fixture_pose[:, :3])
-    body_pos = body_pos.at[self._link0].set(jnp.asarray(self._tables.base)[task])
+    body_pos = body_pos.at[self._link0].set(jnp.asarray(t.base)[task])
+    cam = self._agentview
     return m.replace(body_pos=body_pos,
-                     body_quat=jnp.asarray(m.body_quat).at[ids].set(fixture_pose[:, 3:]))
+                     body_quat=jnp.asarray(m.body_quat).at[ids].set(fixture_pose[:, 3:]),
+                     cam_pos=jnp.asarray(m.cam_pos).at[cam].set(jnp.asarray(t.cam_pos)[task]),
+                     cam_quat=jnp.asarray(m.cam_quat).at[cam].set(jnp.asarray(t.cam_quat)[task]))
 
   def _start(self, k: jax.Array, qpos: jax.Array, mpos: jax.Array, mquat: jax.Array,
              rng: jax.Array) -> base.State:

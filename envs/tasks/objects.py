@@ -27,6 +27,7 @@ class BuiltObject:
   visual: tuple[str, ...]       # visual-only geom names (for colour randomisation)
   rest_height: float            # origin z when resting on a flat surface at z = 0
   params: dict                  # kind-specific facts the expert / predicates use (radius, ...)
+  hull: str = ""                # one enclosing primitive the arm's links collide with
 
 
 def _f(*xs: float) -> str:
@@ -138,6 +139,26 @@ def geom(name: str, gtype: str, size, rgba, pos=None, fromto=None, quat=None) ->
     attrs.append(f'quat="{_f(*quat)}"')
   attrs += [f'rgba="{_rgba(rgba)}"', 'contype="0"', 'conaffinity="0"']
   return "<geom " + " ".join(attrs) + "/>"
+
+
+HULL_RGBA = (0.5, 0.5, 0.5, 0.0)   # invisible (alpha 0; group 3: a collision geom)
+
+
+def _with_hull(o: ObjectSpec, b: BuiltObject) -> BuiltObject:
+  """Adds the object's hull: a box (kinds with a `half`) or an upright cylinder enclosing it, in
+  the kind's frame. Only the arm's link capsules and palm collide with it (the builder's pairs): the
+  arm pushes the object and cannot pass through it, while the finger pads keep their own pairs."""
+  pr, name = b.params, f"{o.name}_hull"
+  if "half" in pr:
+    hx, hy, hz = pr["half"]
+    g = geom(name, "box", (hx, hy, hz), HULL_RGBA, pos=(0.0, 0.0, hz))
+  else:
+    r = pr["radius"]
+    h = max(pr.get("height", 0.0), pr.get("top", 0.0), 0.004)
+    g = geom(name, "cylinder", (r, 0.5 * h), HULL_RGBA, pos=(0.0, 0.0, 0.5 * h))
+  g = g.replace("<geom ", '<geom group="3" ', 1)
+  xml = b.xml[:b.xml.rindex("</body>")] + "  " + "\n  ".join(in_frame(o, [g])) + "\n</body>"
+  return dataclasses.replace(b, xml=xml, hull=name)
 
 
 def _feet(name: str, rgba, xy: list[tuple[float, float]], r: float = 0.004) -> tuple[list, list]:
@@ -345,4 +366,4 @@ KINDS: dict[str, Callable[..., BuiltObject]] = {
 def build(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
   if o.kind not in KINDS:
     raise KeyError(f"object {o.name!r}: unknown kind {o.kind!r}; known: {sorted(KINDS)}")
-  return KINDS[o.kind](o, pos)
+  return _with_hull(o, KINDS[o.kind](o, pos))

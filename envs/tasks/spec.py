@@ -168,6 +168,9 @@ class TaskSpec:
   # the arm's base (panda_link0) in the table frame: LIBERO mounts it per table (MountedPanda 0.66 m
   # behind a main / kitchen table's centre, 12 mm above its top; envs/robots/data/libero_robot.json)
   robot_base: tuple[float, float, float] = (-0.66, 0.0, 0.012)
+  # LIBERO's table category (its cameras are posed per table): table | kitchen_table |
+  # living_room_table | study_table | floor
+  table: str = "table"
 
   def object(self, name: str) -> ObjectSpec:
     for o in self.objects:

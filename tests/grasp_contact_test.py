@@ -1,0 +1,170 @@
+"""Physics a policy cannot cheat: the arm's links and palm push objects instead of passing through
+them, a grasped bowl held still does not turn in the hand, and a shaken grasp holds. All through
+the env's jitted step (LIBERO's controller, shipped physics), the expert making the grasp."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from envs.tasks import experts
+from envs.tasks.libero_env import LiberoTask
+from envs.tasks.spec import BOWL_ON_PLATE, ObjectSpec, On, Region
+
+N_TRIALS = 20
+BOWL = "akita_black_bowl_1"
+
+
+def _quat_angle_deg(q):
+  return np.degrees(2 * np.arccos(np.clip(np.abs(q[..., 0]), 0, 1)))
+
+
+def _rel_rot(r_hand, r_obj):
+  """The object's rotation in the hand frame, as a matrix."""
+  return np.einsum("...ji,...jk->...ik", r_hand, r_obj)
+
+
+def _angle(r):
+  return np.degrees(np.arccos(np.clip((np.trace(r, axis1=-2, axis2=-1) - 1) / 2, -1, 1)))
+
+
+def _quat_mat(q):
+  w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+  return np.stack([
+      np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+      np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+      np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
+
+
+T_TOTAL, T_HOLD, T_SETTLE = 150, 40, 4
+
+
+@pytest.fixture(scope="module")
+def grasp_runs():
+  """20 layouts: the expert grasps and lifts the bowl; from the step it is 6 cm up (plus 4 steps to
+  settle), 40 control steps (2 s) of holding still, or of shaking the gripper +-2 cm along x at
+  2 Hz. Per step: gripper position and rotation, bowl position and quaternion; the hold's start."""
+  env = LiberoTask(cameras=())
+  dt = env.dt
+
+  def run(rng, shake):
+    s = env.reset(rng)
+
+    def body(carry, t):
+      s, t_up, centre = carry
+      d = s.pipeline_state
+      up = (env.object_pos(d, BOWL)[2] > 0.06) & (t_up < 0)
+      t_up = jnp.where(up, t, t_up)
+      centre = jnp.where(up, env.tcp_pos(d), centre)
+      k = (t - t_up - T_SETTLE).astype(jnp.float32)          # steps into the hold
+      # OSC lags a 2 Hz target (about a third of the amplitude is lost): the goal swings +-6 cm
+      # so that the gripper itself swings about +-2 cm (measured below)
+      target = centre + shake * (k >= 0) * jnp.array([0.06, 0.0, 0.0]) * jnp.sin(
+          2 * jnp.pi * 2.0 * (k + 1) * dt)
+      arm = experts.move_action(env, d, target, env.tcp_mat(d), max_speed=1.0)
+      hold = jnp.concatenate([arm, jnp.ones(1)])
+      a = jnp.where(t_up >= 0, hold, experts.pick_place_bowl(env, s))
+      s = env.step(s, a)
+      d = s.pipeline_state
+      return (s, t_up, centre), (env.tcp_pos(d), env.tcp_mat(d), env.object_pos(d, BOWL),
+                                 env.object_quat(d, BOWL))
+    (s, t_up, _), trace = jax.lax.scan(body, (s, jnp.asarray(-1), jnp.zeros(3)),
+                                       jnp.arange(T_TOTAL))
+    return t_up, trace
+
+  f = jax.jit(jax.vmap(run, in_axes=(0, None)))
+  rngs = jax.random.split(jax.random.PRNGKey(7), N_TRIALS)
+  return {"still": jax.device_get(f(rngs, 0.0)), "shake": jax.device_get(f(rngs, 1.0))}
+
+
+def _window(run):
+  """Per trial: lifted in time, and the trace rows at the start and end of the 2 s hold."""
+  t_up, (p, r, b, q) = run
+  ok = (t_up >= 0) & (t_up + T_SETTLE + T_HOLD < T_TOTAL)
+  i0 = np.clip(t_up + T_SETTLE, 0, T_TOTAL - 1)
+  i1 = np.clip(i0 + T_HOLD, 0, T_TOTAL - 1)
+  n = np.arange(len(t_up))
+  return ok, (p[n, i0], r[n, i0], b[n, i0], q[n, i0]), (p[n, i1], r[n, i1], b[n, i1], q[n, i1]), (i0, i1)
+
+
+def _held(start, end):
+  """The bowl still hangs where it hung: within 2 cm of its start offset from the gripper, above the
+  table."""
+  (p0, _, b0, _), (p1, _, b1, _) = start, end
+  return (np.linalg.norm((b1 - p1) - (b0 - p0), axis=1) < 0.02) & (b1[:, 2] > 0.03)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 7 item 4, open: the pinched bowl still creeps in the "
+                   "grasp (measured 1-19 degrees in 2 s, median 8; target < 5)")
+def test_grasp_held_still_turns_less_than_5_degrees(grasp_runs):
+  ok, start, end, _ = _window(grasp_runs["still"])
+  assert ok.sum() >= 19, ok                 # the expert's grasp lifts the bowl
+  rel0 = _rel_rot(start[1], _quat_mat(start[3]))
+  rel1 = _rel_rot(end[1], _quat_mat(end[3]))
+  turn = _angle(np.einsum("nij,nkj->nik", rel1, rel0))
+  print("turn in hand over 2 s (deg):", np.round(turn[ok], 2))
+  assert np.all(turn[ok] < 5.0), turn[ok]
+  assert np.all(_held(start, end)[ok])
+
+
+def test_grasp_shaken_2cm_2hz_holds_19_of_20(grasp_runs):
+  run = grasp_runs["shake"]
+  ok, start, end, (i0, i1) = _window(run)
+  held = ok & _held(start, end)
+  x = run[1][0][:, :, 0]
+  amp = np.array([0.5 * np.ptp(x[n, a:b]) for n, (a, b) in enumerate(zip(i0, i1))])
+  print("gripper swing (cm):", np.round(amp[ok] * 100, 2), "held:", int(held.sum()), "/", N_TRIALS)
+  # it really shook +-2 cm (OSC's lag varies a little with the posture)
+  assert 0.018 < np.median(amp[ok]) < 0.026 and np.all(amp[ok] > 0.015), amp[ok]
+  assert ok.sum() >= 19 and held.sum() >= 19
+
+
+# ------------------------------------------------------------------------------------------------
+# The arm cannot pass through objects.
+
+TALL = ObjectSpec("tall_box_1", "box", (0.8, 0.2, 0.2, 1.0),
+                  params=(("half", (0.03, 0.03, 0.16)),))
+
+
+def _tall_box_task():
+  """A 32 cm tall box in the gripper's path, taller than the whole hand."""
+  plate = BOWL_ON_PLATE.object("plate_1")
+  return dataclasses.replace(
+      BOWL_ON_PLATE, name="tall_box_sweep", objects=(TALL, plate),
+      regions=(Region("box_region", 0.0, 0.0, 0.0, 0.0), BOWL_ON_PLATE.region("plate_region")),
+      init=(On(TALL.name, "box_region"), On("plate_1", "plate_region")),
+      goal=(On(TALL.name, "plate_1"),))
+
+
+def test_links_and_palm_push_objects():
+  """The gripper sweeps at 12 cm across a 32 cm box: the palm and wrist link touch the box's hull
+  and push the box (it moves and stays out of the arm), never pass through it."""
+  env = LiberoTask(_tall_box_task(), cameras=())
+  m = env.mj_model
+  hull = m.geom("tall_box_1_hull").id
+  reach = {m.geom(g).id for g in ("link6_collision", "link7_collision", "hand_collision")}
+
+  def run(rng):
+    s = env.reset(rng)
+    # start 25 cm behind the box (x), at 12 cm pad height, then sweep through it along +x
+    def body(s, t):
+      d = s.pipeline_state
+      goal = jnp.where(t < 50, jnp.array([-0.25, 0.0, 0.12]), jnp.array([0.25, 0.0, 0.12]))
+      arm = experts.move_action(env, d, goal, env.tcp_mat(d), max_speed=0.5)
+      s = env.step(s, jnp.concatenate([arm, -jnp.ones(1)]))
+      d = s.pipeline_state
+      return s, (env.object_pos(d, TALL.name), env.tcp_pos(d), d.contact.dist)
+    s, out = jax.lax.scan(body, s, jnp.arange(110))
+    return s, out, s.pipeline_state.contact.geom
+
+  s, (box, tcp, dist), cgeom = jax.device_get(jax.jit(run)(jax.random.PRNGKey(0)))
+  assert not bool(s.info["unstable"])
+  # MJX's contact slots are static: the ones between the box's hull and the wrist / palm
+  slots = [i for i, (a, b) in enumerate(cgeom) if {a, b} & {hull} and ({a, b} - {hull}) <= reach]
+  assert len(slots) >= 3
+  assert dist[:, slots].min() < 0.0                         # they touched
+  assert tcp[-1, 0] > 0.05                                  # the gripper did sweep past the box's spot
+  moved = np.linalg.norm(box[-1, :2] - box[0, :2])
+  assert moved > 0.05, moved                                # pushed away, not passed through
+  assert dist[:, slots].min() > -0.01                       # never deeper than 1 cm inside it
