@@ -37,7 +37,7 @@ def _quat_mat(q):
       np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
 
 
-T_TOTAL, T_HOLD, T_SETTLE = 150, 40, 4
+T_TOTAL, T_HOLD, T_SETTLE = 110, 40, 4
 
 
 @pytest.fixture(scope="module")
