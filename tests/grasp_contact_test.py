@@ -16,10 +16,6 @@ N_TRIALS = 20
 BOWL = "akita_black_bowl_1"
 
 
-def _quat_angle_deg(q):
-  return np.degrees(2 * np.arccos(np.clip(np.abs(q[..., 0]), 0, 1)))
-
-
 def _rel_rot(r_hand, r_obj):
   """The object's rotation in the hand frame, as a matrix."""
   return np.einsum("...ji,...jk->...ik", r_hand, r_obj)
@@ -154,9 +150,9 @@ def test_links_and_palm_push_objects():
       arm = experts.move_action(env, d, goal, env.tcp_mat(d), max_speed=0.5)
       s = env.step(s, jnp.concatenate([arm, -jnp.ones(1)]))
       d = s.pipeline_state
-      return s, (env.object_pos(d, TALL.name), env.tcp_pos(d), d.contact.dist)
+      return s, (env.object_pos(d, TALL.name), env.tcp_pos(d), d._impl.contact.dist)
     s, out = jax.lax.scan(body, s, jnp.arange(110))
-    return s, out, s.pipeline_state.contact.geom
+    return s, out, s.pipeline_state._impl.contact.geom
 
   s, (box, tcp, dist), cgeom = jax.device_get(jax.jit(run)(jax.random.PRNGKey(0)))
   assert not bool(s.info["unstable"])

@@ -15,20 +15,28 @@ def robot():
   return m
 
 
+def _rx(a):
+  c, s = np.cos(a), np.sin(a)
+  return np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1.0]])
+
+
+def _rz(a):
+  c, s = np.cos(a), np.sin(a)
+  return np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+
+
+def _tr(x, y, z):
+  m = np.eye(4)
+  m[:3, 3] = (x, y, z)
+  return m
+
+
 def _dh_numpy(q):
   """Franka's modified-DH chain in plain numpy (independent of panda.dh_frames)."""
   t = np.eye(4)
-  def rx(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1.0]])
-  def rz(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
-  def tr(x, y, z):
-    m = np.eye(4); m[:3, 3] = (x, y, z); return m
   rows = list(zip(panda.DH_A, panda.DH_D, panda.DH_ALPHA, q)) + [(0.0, panda.FLANGE_D, 0.0, 0.0)]
   for a, d, alpha, theta in rows:
-    t = t @ rx(alpha) @ tr(a, 0, 0) @ rz(theta) @ tr(0, 0, d)
+    t = t @ _rx(alpha) @ _tr(a, 0, 0) @ _rz(theta) @ _tr(0, 0, d)
   return t
 
 
@@ -68,20 +76,10 @@ def _osc_numpy(q, qd, mass, goal_pos, goal_mat, base):
   """robosuite's OSC_POSE run_controller in numpy (pinv, as robosuite), on the numpy DH chain."""
   t = np.eye(4); t[:3, 3] = base
   frames = []
-  def rx(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1.0]])
-  def rz(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
-  def tr(x, y, z):
-    m = np.eye(4); m[:3, 3] = (x, y, z); return m
   for a, d, alpha, theta in zip(panda.DH_A, panda.DH_D, panda.DH_ALPHA, q):
-    t = t @ rx(alpha) @ tr(a, 0, 0) @ rz(theta)
-    frames.append(t.copy())
-    t = t @ tr(0, 0, d)
-  frames = [f @ tr(0, 0, d) for f, d in zip(frames, panda.DH_D)]
-  hand = t @ tr(0, 0, panda.FLANGE_D) @ rz(panda.HAND_YAW)
+    t = t @ _rx(alpha) @ _tr(a, 0, 0) @ _rz(theta) @ _tr(0, 0, d)   # joint i's frame (axis z)
+    frames.append(t)
+  hand = t @ _tr(0, 0, panda.FLANGE_D) @ _rz(panda.HAND_YAW)
   p = hand[:3, 3] + hand[:3, 2] * panda.TCP_OFFSET
   r = hand[:3, :3] @ panda.EEF_ROT_HAND
   jp = np.stack([np.cross(f[:3, 2], p - f[:3, 3]) for f in frames], 1)

@@ -70,12 +70,12 @@ def load_xml() -> str:
 # Small rotation helpers (JAX; quaternions are MuJoCo's w, x, y, z).
 
 
-def _rot_x(a):
+def rot_x(a):
   c, s = jnp.cos(a), jnp.sin(a)
   return jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def _rot_z(a):
+def rot_z(a):
   c, s = jnp.cos(a), jnp.sin(a)
   return jnp.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -135,11 +135,11 @@ def dh_frames(q: jax.Array) -> tuple[jax.Array, jax.Array]:
   p = jnp.zeros(3)
   rs, ps = [], []
   for i in range(7):
-    rx = _rot_x(DH_ALPHA[i])
+    rx = rot_x(DH_ALPHA[i])
     p = p + r @ (rx @ jnp.array([DH_A[i], 0.0, 0.0]))
     r = r @ rx
     p = p + r @ jnp.array([0.0, 0.0, DH_D[i]])
-    r = r @ _rot_z(q[i])
+    r = r @ rot_z(q[i])
     rs.append(r)
     ps.append(p)
   p = p + r @ jnp.array([0.0, 0.0, FLANGE_D])
@@ -151,14 +151,14 @@ def dh_frames(q: jax.Array) -> tuple[jax.Array, jax.Array]:
 def tcp_pose(q: jax.Array, base_pos: jax.Array) -> tuple[jax.Array, jax.Array]:
   """End-effector site position (world) and rotation (the site's axes as columns)."""
   rs, ps = dh_frames(q)
-  r_hand = rs[-1] @ _rot_z(HAND_YAW)
+  r_hand = rs[-1] @ rot_z(HAND_YAW)
   return base_pos + ps[-1] + r_hand[:, 2] * TCP_OFFSET, r_hand @ jnp.asarray(EEF_ROT_HAND, q.dtype)
 
 
 def tcp_jacobian(q: jax.Array, base_pos: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Geometric Jacobian (6x7: linear; angular) of the end-effector site, and its pose."""
   rs, ps = dh_frames(q)
-  r_hand = rs[-1] @ _rot_z(HAND_YAW)
+  r_hand = rs[-1] @ rot_z(HAND_YAW)
   p_tcp = ps[-1] + r_hand[:, 2] * TCP_OFFSET
   z = rs[:7, :, 2]                       # joint axes (each joint rotates about its frame's z)
   jv = jnp.cross(z, p_tcp[None, :] - ps[:7])

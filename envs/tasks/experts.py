@@ -19,16 +19,6 @@ R_DOWN_HAND = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 R_DOWN = R_DOWN_HAND @ panda.EEF_ROT_HAND
 
 
-def _rot_x(a):
-  c, s = jnp.cos(a), jnp.sin(a)
-  return jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _rot_z(a):
-  c, s = jnp.cos(a), jnp.sin(a)
-  return jnp.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def _yaw(quat):
   w, x, y, z = quat
   return jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
@@ -123,10 +113,10 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = 
   # tilt the fingers parallel to the flared wall (about the hand's x axis, the wall's tangent), so
   # that both pads of each finger lie on the stave: four contacts, a grasp that cannot roll
   flare = jnp.arctan2(r1 - r0, z1 - z0)
-  r_hand = _rot_z(hand_yaw) @ R_DOWN_HAND
+  r_hand = panda.rot_z(hand_yaw) @ R_DOWN_HAND
   radial = jnp.array([jnp.cos(theta), jnp.sin(theta), 0.0])
   inward = jnp.dot(r_hand[:, 1], radial) < 0          # hand +y points to the bowl's centre
-  r_goal = r_hand @ _rot_x(jnp.where(inward, -flare, flare)) @ panda.EEF_ROT_HAND
+  r_goal = r_hand @ panda.rot_x(jnp.where(inward, -flare, flare)) @ panda.EEF_ROT_HAND
   r_goal = jnp.where(holding, env.tcp_mat(d), r_goal)   # carrying: keep the hand's orientation
   arm = move_action(env, d, goal, r_goal, max_speed)
   grip = jnp.where(close, 1.0, -1.0)
