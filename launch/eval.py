@@ -1,42 +1,175 @@
-"""Evaluates a run's latest (or a given) checkpoint on held-out initial states, greedily.
+"""Evaluates a policy on held-out initial states: a run's checkpoint (greedy), or a scripted expert.
 
-  python -m launch.eval --workdir=DIR [--step=N] [--num_states=256] [--temperature=0]
+  python -m launch.eval --workdir=DIR [--step=N] [--out=FILE.json] [--video_dir=DIR]
+  python -m launch.eval --policy=expert --env=libero_spatial --out=FILE.json [--video_dir=DIR]
 
-The model is rebuilt from the resolved config saved beside the checkpoints (workdir/config.json).
+On envs with a finite evaluation set (LIBERO's suites: 50 converted initial states per task) every
+(task, state) pair runs once and the report gives success per task and per suite with 95% Wilson
+intervals and the failed states; `--num_states=N` instead draws N held-out states at random (the
+trainer's periodic evaluation). The model is rebuilt from the resolved config saved beside the
+checkpoints (workdir/config.json). `--checkpoint` is a synonym of `--workdir`.
+Videos: one animated GIF per episode (both cameras side by side, the instruction and the outcome as
+a caption) for the first `--num_videos` tasks' state 0, and a contact sheet PNG.
 """
 
 import json
+import os
+import time
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.", required=True)
+from launch.common import fail, preset_env
+
+POLICIES = ("checkpoint", "expert")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir (policy=checkpoint).")
+_CKPT = flags.DEFINE_string("checkpoint", None, "Synonym of --workdir.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_NUM = flags.DEFINE_integer("num_states", None, "Held-out initial states (default: config's).")
+_POLICY = flags.DEFINE_enum("policy", "checkpoint", POLICIES, "What acts: a trained checkpoint or "
+                            "the env's scripted expert.")
+_ENV = flags.DEFINE_string("env", None, "Env name (policy=expert), e.g. libero_spatial.")
+_TASKS = flags.DEFINE_list("task_ids", None, "Restrict a suite to these task ids (policy=expert).")
+_NUM = flags.DEFINE_integer("num_states", None, "Draw this many held-out states at random instead "
+                            "of running the whole evaluation set.")
 _TEMP = flags.DEFINE_float("temperature", None, "Sampling temperature (default: config's, 0 = greedy).")
+_T = flags.DEFINE_integer("episode_length", None, "Control steps per episode (default: the config's, "
+                          "or the env preset's for policy=expert).")
+_OUT = flags.DEFINE_string("out", None, "Write the report here as JSON (it is printed as well).")
+_VIDEO_DIR = flags.DEFINE_string("video_dir", None, "Write rollout GIFs and a contact sheet here.")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 4, "Episodes to film (tasks 0.., state 0).")
+_VIDEO_SIZE = flags.DEFINE_integer("video_size", 128, "Video resolution per camera.")
+
+
+def _fail(msg: str) -> None:
+  fail("launch.eval", msg)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _POLICY.value == "expert":
+    report = _eval_expert()
+  else:
+    report = _eval_checkpoint()
+  text = json.dumps(report, indent=2)
+  print(text)
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value + ".tmp", "w") as f:
+      f.write(text + "\n")
+    os.replace(_OUT.value + ".tmp", _OUT.value)
+
+
+def _video_pairs(pairs, num_tasks):
+  import numpy as np
+  first = [i for i in range(len(pairs)) if pairs[i, 1] == pairs[pairs[:, 0] == pairs[i, 0], 1].min()]
+  return np.asarray(pairs)[first[:min(_NUM_VIDEOS.value, num_tasks)]]
+
+
+def _videos(env, video_env, actor, pairs, horizon, seed=0) -> dict:
+  """Films a few episodes (the same actor, the same reset) and writes GIFs + a contact sheet."""
+  import numpy as np
+  from vla_rl_jax import evaluation, media
+  vp = _video_pairs(pairs, env.num_tasks)
+  if not len(vp):
+    return {}
+  out = evaluation.run_episodes(env, actor, vp, horizon, seed=seed, video_env=video_env)
+  paths, rows = [], []
+  side = np.concatenate([out["frames"][c] for c in video_env.cameras], axis=3)
+  for j, (k, i) in enumerate(vp):
+    frames = media.episode_frames(side[j], int(out["length"][j]), env.instructions[k],
+                                  bool(out["success"][j]))
+    paths.append(media.write_gif(os.path.join(_VIDEO_DIR.value, f"task{k:02d}_state{i:02d}.gif"),
+                                 frames))
+    picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
+    rows.extend(frames[p] for p in picks)
+  sheet = media.contact_sheet(os.path.join(_VIDEO_DIR.value, "contact_sheet.png"), rows, columns=6)
+  return {"videos": paths, "contact_sheet": sheet}
+
+
+def _eval_expert() -> dict:
+  if not _ENV.value:
+    _fail("--policy=expert needs --env=NAME (a LIBERO suite or task)")
+  from envs import registry
+  from envs.tasks import experts
+  from vla_rl_jax import evaluation
+
+  name = _ENV.value
+  env, kwargs, horizon = preset_env("launch.eval", name, image_size=32, cameras=(),
+                                    task_ids=_TASKS.value, episode_length=_T.value)
+  pairs = evaluation.evaluation_set(env)
+  if pairs is None:
+    _fail(f"env {name!r} has no finite evaluation set (reset_to / num_eval_states)")
+  try:
+    expert = experts.SuiteExpert(env)
+  except ValueError as e:
+    _fail(str(e))
+  actor = evaluation.expert_actor(expert)
+  t0 = time.time()
+  out = evaluation.run_episodes(env, actor, pairs, horizon)
+  rep = {"policy": "expert", "env": name, "env_kwargs": kwargs, "episode_length": horizon,
+         "evaluation_set": "every task x every converted LIBERO initial state, once",
+         **evaluation.report(env, pairs, out["success"], out["length"], suite=name),
+         "unstable_episodes": int(out["unstable"].sum()), "seconds": round(time.time() - t0, 1)}
+  if _VIDEO_DIR.value:
+    video_env = registry.make(name, image_size=_VIDEO_SIZE.value, cameras=("agentview", "wrist"),
+                              **kwargs)
+    rep.update(_videos(env, video_env, actor, pairs, horizon))
+  return rep
+
+
+def _eval_checkpoint() -> dict:
+  workdir = _WORKDIR.value or _CKPT.value
+  if not workdir:
+    _fail("give --workdir=DIR (a training run) or --policy=expert --env=NAME")
   import jax
+  from envs import registry
   from vla_rl_jax import checkpoint as ckpt_lib
+  from vla_rl_jax import evaluation
   from vla_rl_jax import metrics as metrics_lib
   from vla_rl_jax.builders import build
-  from vla_rl_jax.evaluation import make_eval_fn
 
-  cfg = ckpt_lib.read_config(_WORKDIR.value, jax.device_count())
+  if not os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE)):
+    _fail(f"{workdir} holds no {ckpt_lib.CONFIG_FILE}: not a training run's workdir")
+  cfg = ckpt_lib.read_config(workdir, jax.device_count())
+  if _T.value and _T.value != cfg.env.episode_length:
+    _fail("--episode_length cannot change a checkpoint's horizon (its config fixes the policy calls)")
   b = build(cfg)
-  ckpt = ckpt_lib.Checkpointer(_WORKDIR.value, cfg.train.keep_checkpoints)
+  ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
   step = _STEP.value if _STEP.value is not None else ckpt.latest_step()
   if step is None:
-    raise SystemExit(f"no complete checkpoint under {_WORKDIR.value}/checkpoints")
+    _fail(f"no complete checkpoint under {workdir}/checkpoints")
   state, _ = ckpt.restore(step, *b.abstract_state, b.state_shardings, b.env_stats_shardings)
-  n = _NUM.value or cfg.train.eval_num_states
-  if n % cfg.batch_shards:
-    raise SystemExit(f"--num_states={n} must be divisible by the {cfg.batch_shards} batch shards")
-  m = metrics_lib.to_host(make_eval_fn(b, num_states=n, temperature=_TEMP.value)(state.params))
-  m["task_success"] = dict(zip(b.env.instructions, m["task_success"]))
-  print(json.dumps({"step": step, "num_states": n, **m}, indent=2))
+  temp = cfg.policy.eval_temperature if _TEMP.value is None else _TEMP.value
+  pairs = evaluation.evaluation_set(b.env)
+  t0 = time.time()
+  head = {"policy": "checkpoint", "workdir": os.path.abspath(workdir), "step": step,
+          "env": cfg.env.name, "episode_length": cfg.env.episode_length, "temperature": temp}
+  if _NUM.value or pairs is None:
+    n = _NUM.value or cfg.train.eval_num_states
+    if n % cfg.batch_shards:
+      _fail(f"--num_states={n} must be divisible by the {cfg.batch_shards} batch shards")
+    m = metrics_lib.to_host(evaluation.make_eval_fn(b, num_states=n, temperature=temp)(state.params))
+    m["task_success"] = dict(zip(b.env.instructions, m["task_success"]))
+    rep = {**head, "num_states": n, "evaluation_set": "random held-out draws", **m}
+  else:
+    if len(pairs) % cfg.batch_shards:
+      _fail(f"the {len(pairs)} evaluation states do not split over {cfg.batch_shards} batch shards")
+    out = metrics_lib.to_host(evaluation.make_policy_eval_fn(b, pairs, temp)(state.params))
+    metrics_lib.check_render({"render_overflow": float(out["render_overflow"].sum())}, step,
+                             "evaluation")
+    rep = {**head, "evaluation_set": "every task x every evaluation state, once",
+           **evaluation.report(b.env, pairs, out["success"] > 0, out["length"], suite=cfg.env.name),
+           "unstable_episodes": int(out["unstable"].sum())}
+  rep["seconds"] = round(time.time() - t0, 1)
+  if _VIDEO_DIR.value:
+    video_env = registry.make(cfg.env.name, image_size=_VIDEO_SIZE.value,
+                              cameras=("agentview", "wrist"), **dict(cfg.env.kwargs))
+    vp = pairs if pairs is not None else None
+    if vp is None:
+      _fail("--video_dir needs an env with a finite evaluation set")
+    actor = evaluation.policy_actor(b, state.params, temp)
+    rep.update(_videos(b.env, video_env, actor, vp, cfg.env.episode_length, seed=cfg.seed))
+  return rep
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Greedy evaluation rollouts on HELD-OUT initial states -> success overall and per task.
+"""Greedy evaluation rollouts on HELD-OUT initial states -> success overall and per task, videos.
 
 The evaluation key is a fixed stream apart from training (fold_in(seed key, EVAL_STREAM)) and resets
 use `env.eval_reset`, so every evaluation of a run sees the same held-out states and training never
@@ -7,12 +7,19 @@ sees them.
 
 from __future__ import annotations
 
+import functools
+import math
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from envs.base import Env, State, image_key
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rollout import rollout
+from vla_rl_jax.types import PolicyObs
 
 EVAL_STREAM = 0xE7A1
 
@@ -41,3 +48,190 @@ def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | N
 
   return jax.jit(eval_fn, in_shardings=(b.state_shardings.params,),
                  out_shardings=sharding.replicated(mesh))
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact evaluation sets, actors (expert or policy) over whole episodes, reports with intervals.
+
+Z95 = 1.959964
+
+
+def evaluation_set(env: Env) -> np.ndarray | None:
+  """i32[N, 2]: every (task, evaluation state) pair once, for envs with a finite evaluation set
+  (LIBERO's 50 converted initial states per task, `env.reset_to(task, index)`); None otherwise."""
+  n = getattr(env, "num_eval_states", None)
+  if n is None or not hasattr(env, "reset_to"):
+    return None
+  k = env.num_tasks
+  return np.stack([np.repeat(np.arange(k), n), np.tile(np.arange(n), k)], 1).astype(np.int32)
+
+
+def reset_pair(env: Env) -> Callable[[jax.Array], State]:
+  """reset_fn of a (task, index) pair: `env.reset_to(pair[0], pair[1])`."""
+  return lambda pair: env.reset_to(pair[0], pair[1])
+
+
+def make_policy_eval_fn(b: Built, starts: np.ndarray, temperature: float | None = None,
+                        reset_fn: Callable[[jax.Array], State] | None = None):
+  """Returns jitted eval(params) -> {success f32[N], length i32[N], unstable, render_overflow}: the
+  policy (greedy by default) once from each start (`reset_fn(starts[n])`, default: (task, index)
+  pairs for `env.reset_to`), sharded like the training rollouts."""
+  cfg, mesh = b.cfg, b.mesh
+  temp = cfg.policy.eval_temperature if temperature is None else temperature
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), EVAL_STREAM)
+  args = jnp.asarray(starts)
+
+  def eval_fn(params):
+    traj, _ = rollout(b.env, b.policy, params, key, text_table=b.text_table,
+                      num_prompts=len(starts), group_size=1, num_calls=cfg.num_calls,
+                      temperature=temp, camera=cfg.env.camera,
+                      reset_fn=reset_fn or reset_pair(b.env), reset_args=args,
+                      store=cfg.rollout.store, policy_microbatch=cfg.rollout.policy_microbatch,
+                      mesh=mesh)
+    return {"success": traj.reward, "length": traj.length, "unstable": traj.unstable,
+            "render_overflow": traj.render_overflow}
+
+  return jax.jit(eval_fn, in_shardings=(b.state_shardings.params,),
+                 out_shardings=sharding.replicated(mesh))
+
+
+# An actor maps (state, key) -> f32[K, D]: the next K actions (a policy's chunk; an expert's one).
+Actor = Callable[[State, jax.Array], jax.Array]
+
+
+def expert_actor(expert: Callable[[State], jax.Array]) -> Actor:
+  return lambda state, key: expert(state)[None]
+
+
+def policy_actor(b: Built, params, temperature: float) -> Actor:
+  """The policy on the env's own rendered observation (one call per chunk)."""
+  cam = b.cfg.env.camera
+
+  def act(state, key):
+    s = b.env.observe(state)
+    proprio = s.obs.get("proprio", jnp.zeros((0,), jnp.float32)).astype(jnp.float32)
+    obs = PolicyObs(image=s.obs[image_key(cam)][None], text=b.text_table[s.obs["task_id"]][None],
+                    proprio=proprio[None])
+    return b.policy.sample(params, obs, key, temperature)[0][0]
+  return act
+
+
+def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, seed: int = 0,
+                 reset_fn: Callable[[jax.Array], State] | None = None, calls_per_jit: int = 20,
+                 video_env: Env | None = None) -> dict[str, Any]:
+  """Episodes from `starts` under `actor`, at most `horizon` control steps each; `calls_per_jit`
+  actor calls per jitted call, stopping early once every episode has ended.
+
+  starts: [N, ...] inputs of `reset_fn` (default: (task, index) pairs for `env.reset_to`).
+  Returns host arrays: success bool[N], length i32[N] (control steps run), unstable bool[N],
+  actions f32[N, T', D] (zero after an episode's end), proprio f32[N, T'+1, P] (index t: before
+  action t), and with `video_env` (the same scene, its own cameras and size) frames
+  {camera: u8[N, T'+1, H, W, 3]} (frame t: before action t; after the end, the last state again).
+  T' <= horizon: the runner stops after the jitted call in which the last episode ended.
+  """
+  reset_fn = reset_fn or reset_pair(env)
+  starts = jnp.asarray(starts)
+  n = starts.shape[0]
+  s_shape = jax.eval_shape(reset_fn, starts[0])
+  k = jax.eval_shape(actor, s_shape, jax.ShapeDtypeStruct((2,), jnp.uint32)).shape[0]
+  calls = -(-horizon // k)
+
+  def record(state):
+    out = {"proprio": state.obs.get("proprio", jnp.zeros((0,), jnp.float32)).astype(jnp.float32)}
+    if video_env is not None:
+      imgs = video_env.render_scene(video_env.scene(state))
+      out["frames"] = {c: imgs[image_key(c)] for c in video_env.cameras}
+    return out
+
+  def one_call(carry, call):
+    state, length, key = carry
+    acts = actor(state, jax.random.fold_in(key, call))
+
+    def step(inner, a):
+      s, length = inner
+      live = (s.done == 0) & (length < horizon)
+      new = env.physics_step(s, a)
+      s = jax.tree_util.tree_map(lambda x, y: jnp.where(live, y, x), s, new)
+      return (s, length + live.astype(jnp.int32)), {"actions": a * live, **record(s)}
+
+    (state, length), out = jax.lax.scan(step, (state, length), acts)
+    return (state, length, key), out
+
+  @jax.jit
+  def start(starts):
+    s = jax.vmap(reset_fn)(starts)
+    return s, jax.vmap(record)(s)
+
+  @functools.partial(jax.jit, static_argnums=2)
+  def chunk(state, length, n_calls, c0):
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(n))
+
+    def one(s, l, key):
+      (s, l, _), out = jax.lax.scan(one_call, (s, l, key), c0 + jnp.arange(n_calls))
+      return s, l, jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+    return jax.vmap(one)(state, length, keys)
+
+  state, rec0 = start(starts)
+  length = jnp.zeros((n,), jnp.int32)
+  outs = []
+  c = 0
+  m = min(calls_per_jit, calls)    # one compiled shape; steps past the horizon are masked
+  while c < calls:
+    state, length, out = chunk(state, length, m, jnp.int32(c))
+    outs.append(jax.device_get(out))
+    c += m
+    if bool(np.all((np.asarray(state.done) > 0) | (np.asarray(length) >= horizon))):
+      break
+  cat = lambda *xs: np.concatenate(xs, axis=1)  # noqa: E731
+  rec = jax.tree_util.tree_map(lambda x0, *xs: cat(np.asarray(x0)[:, None], *xs)[:, :horizon + 1],
+                               jax.device_get(rec0), *[{k_: v for k_, v in o.items() if k_ != "actions"}
+                                                       for o in outs])
+  res = {"success": np.asarray(state.info["success"] & ~state.info["unstable"]),
+         "length": np.asarray(length), "unstable": np.asarray(state.info["unstable"]),
+         "actions": cat(*[o["actions"] for o in outs])[:, :horizon], **rec}
+  return res
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+  """Wilson score interval of a binomial proportion (95% by default); (0, 1) for n = 0."""
+  if n == 0:
+    return 0.0, 1.0
+  p = successes / n
+  den = 1 + z * z / n
+  mid = (p + z * z / (2 * n)) / den
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+  return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def report(env: Env, pairs: np.ndarray, success: np.ndarray, length: np.ndarray | None = None,
+           suite: str | None = None) -> dict[str, Any]:
+  """Success per task and per suite with 95% Wilson intervals, the failed evaluation states."""
+  pairs = np.asarray(pairs)
+  success = np.asarray(success, bool)
+  specs = getattr(env, "specs", None)
+  tasks = []
+  for k, text in enumerate(env.instructions):
+    m = pairs[:, 0] == k
+    n, s = int(m.sum()), int(success[m].sum())
+    if not n:
+      continue
+    row = {"task_id": k, "instruction": text, "episodes": n, "successes": s,
+           "success": s / n, "ci95": list(wilson(s, n)),
+           "failed_states": pairs[m & ~success, 1].tolist()}
+    if specs is not None:
+      row["suite"] = specs[k].suite
+    if length is not None:
+      ln = np.asarray(length)[m & success]
+      row["median_length_success"] = float(np.median(ln)) if len(ln) else None
+    tasks.append(row)
+  groups: dict[str, list[int]] = {}
+  for row in tasks:
+    groups.setdefault(row.get("suite", suite or "all"), []).append(row["task_id"])
+  suites = {}
+  for name, ids in groups.items():
+    m = np.isin(pairs[:, 0], ids)
+    n, s = int(m.sum()), int(success[m].sum())
+    suites[name] = {"episodes": n, "successes": s, "success": s / n, "ci95": list(wilson(s, n)),
+                    "tasks": len(ids), "worst_task": min((r["success"] for r in tasks
+                                                          if r["task_id"] in ids))}
+  return {"suites": suites, "tasks": tasks}

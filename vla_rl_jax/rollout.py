@@ -125,8 +125,12 @@ def microbatched(fn: Callable, args: Any, per_shard: int, num_shards: int,
 def rollout(env: Env, policy: Policy, params, rng: jax.Array, *, text_table: jax.Array,
             num_prompts: int, group_size: int, num_calls: int, temperature: float, camera: str,
             reset_fn: Callable[[jax.Array], State] | None = None, store: str = "auto",
-            policy_microbatch: int = 0, mesh: Mesh | None = None) -> tuple[Trajectory, jax.Array]:
+            policy_microbatch: int = 0, mesh: Mesh | None = None,
+            reset_args: jax.Array | None = None) -> tuple[Trajectory, jax.Array]:
   """Rolls out N = B * G episodes; trajectory n starts from initial state n // G (group-major).
+
+  `reset_args`: [B, ...] per-initial-state inputs of `reset_fn` instead of random keys (an exact
+  evaluation set: e.g. state indices for `env.reset_to`).
 
   Returns (Trajectory with leading [N] / [N, C], number of policy calls actually run).
   `mesh`: the trajectory axis is split over its batch shards (None: unsharded).
@@ -139,7 +143,7 @@ def rollout(env: Env, policy: Policy, params, rng: jax.Array, *, text_table: jax
   num_shards = 1 if mesh is None else math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
   constrain = (lambda t: t) if mesh is None else (lambda t: sharding.constrain_batch(t, mesh))
   rng_reset, rng_sample = jax.random.split(rng)
-  keys = jax.random.split(rng_reset, b)
+  keys = jax.random.split(rng_reset, b) if reset_args is None else reset_args
   if b % num_shards == 0:
     # each shard resets (and renders) its own B / S initial states, then copies them G times
     s0 = constrain(jax.vmap(reset_fn)(constrain(keys)))

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.robots import panda
+from envs.tasks import predicates
 
 # Gripper pointing straight down, fingers opening along world y (LIBERO's start is ~3 deg off this),
 # as the end-effector site's axes (LIBERO's grip site: the hand's turned -pi/2 about the tool axis).
@@ -41,17 +42,18 @@ def move_action(env, data, goal_pos: jax.Array, r_goal: jax.Array, max_speed: fl
   return jnp.concatenate([dpos, jnp.clip(drot, -0.5, 0.5)])
 
 
-def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = "plate_1",
+def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_1",
                     max_speed: float = 1.0, approach_height: float = 0.10,
-                    carry_height: float = 0.14) -> jax.Array:
+                    carry_height: float = 0.14, with_holding: bool = False):
   """Expert for 'pick up the bowl and place it on the plate': pinch one wall stave, lift, carry,
-  lower over the plate, release.  Returns float32[7] in [-1, 1]."""
+  lower over the target (an object's name, or a `_Target`), release.  Returns float32[7] in
+  [-1, 1] (and whether the hand holds the bowl, with `with_holding`)."""
   d = state.pipeline_state
   p = env.built.objects[bowl].params
-  tp = env.built.objects[target].params
+  if isinstance(target, str):
+    target = _Target(env, "on", target)
   tcp = env.tcp_pos(d)
   bowl_pos, bowl_quat = env.object_pos(d, bowl), env.object_quat(d, bowl)
-  plate_pos = env.object_pos(d, target)
   opening = env.gripper_opening(d)
 
   # Grasp the stave whose direction is nearest +y (towards the table centre line); rotate the hand
@@ -95,16 +97,17 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = 
   a_z = jnp.where(closing & ~pinching & ~empty, grasp[2], a_z)    # hold height while closing
   goal_a = jnp.concatenate([a_xy, a_z[None]])
 
-  # Phase B: carry over the plate, lower, release.
+  # Phase B: carry over the target, lower, release (the bowl's origin is its bottom centre).
+  aim_xy, bottom_z, clear_z = target.levels(d)
   offset = tcp - bowl_pos
-  place_xy = plate_pos[:2] + offset[:2]
-  dplace = jnp.linalg.norm(bowl_pos[:2] - plate_pos[:2])
-  carry_z = carry_height
+  place_xy = aim_xy + offset[:2]
+  dplace = jnp.linalg.norm(bowl_pos[:2] - aim_xy)
+  carry_z = jnp.maximum(carry_height, clear_z + offset[2] + 0.02)
   b_xy = jnp.where((tcp[2] > carry_z - 0.04) | (dplace < 0.03), place_xy, tcp[:2])
-  release_z = plate_pos[2] + tp["top"] + 0.012 + offset[2]
-  low = bowl_pos[2] < plate_pos[2] + tp["top"] + 0.04
+  release_z = bottom_z + offset[2]
+  low = bowl_pos[2] < bottom_z + 0.028
   b_z = jnp.where((dplace < 0.012) | (low & (dplace < 0.025)), release_z, carry_z)
-  release = (dplace < 0.02) & (bowl_pos[2] < plate_pos[2] + tp["top"] + 0.02)
+  release = (dplace < 0.02) & (bowl_pos[2] < bottom_z + 0.008)
   goal_b = jnp.concatenate([b_xy, b_z[None]])
 
   goal = jnp.where(holding, goal_b, goal_a)
@@ -120,4 +123,250 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target: str = 
   r_goal = jnp.where(holding, env.tcp_mat(d), r_goal)   # carrying: keep the hand's orientation
   arm = move_action(env, d, goal, r_goal, max_speed)
   grip = jnp.where(close, 1.0, -1.0)
-  return jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)
+  action = jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)
+  return (action, holding) if with_holding else action
+
+
+# ------------------------------------------------------------------------------------------------
+# Generic pick-and-place for compact objects (boxes, cans, bottles), and the per-task dispatcher.
+
+
+def _wrap_half(a):
+  """An angle folded into [-pi/2, pi/2] (the hand's two fingers are symmetric)."""
+  a = _wrap(a)
+  a = jnp.where(a > jnp.pi / 2, a - jnp.pi, a)
+  return jnp.where(a < -jnp.pi / 2, a + jnp.pi, a)
+
+
+class _Shape:
+  """An object's oriented bounding box in its body frame: centre, axes (columns) and half sizes,
+  from its kind's params and kind frame (envs/tasks/objects.py)."""
+
+  def __init__(self, env, name: str):
+    import numpy as np  # noqa: PLC0415
+    from envs.tasks import objects  # noqa: PLC0415
+    spec = {o.name: o for o in env.spec.objects}[name]
+    p = env.built.objects[name].params
+    if "half" in p:
+      half = tuple(p["half"])
+    else:
+      h = p.get("height", p.get("top", 0.02))
+      half = (p["radius"], p["radius"], 0.5 * h)
+    fpos, fq = objects.kind_frame(spec)
+    rf = np.array(objects._quat_mat(fq))  # noqa: SLF001
+    # a bottle is pinched by its neck (lower, the hand's palm would hit its top): the pinch width
+    self.neck = p.get("neck_radius") if spec.kind == "bottle" else None
+    # round in plan (a can, a bottle): any yaw grasps it, so the hand keeps its own
+    self.round = "half" not in p
+    self.body = env._obj_body[name]  # noqa: SLF001
+    self.center = jnp.asarray(np.asarray(fpos) + rf @ np.array([0.0, 0.0, half[2]]), jnp.float32)
+    self.axes = jnp.asarray(rf, jnp.float32)
+    self.half = jnp.asarray(half, jnp.float32)
+
+  def world(self, d):
+    """(centre, axes [3, 3] columns, half sizes) in the world frame."""
+    r = d.xmat[self.body].reshape(3, 3)
+    return d.xpos[self.body] + r @ self.center, r @ self.axes, self.half
+
+
+class _Target:
+  """Where an On / In predicate wants the object: the xy to aim the object's origin at, the height
+  its bottom is released at, and the height it must clear on the way (a rim, a surface). The
+  target is another object (its floor and rim from its params), a site of an object or fixture
+  (riding with it), or a table zone (constant)."""
+
+  def __init__(self, env, pred_name: str, arg: str, spec=None):
+    m = env.mj_model
+    self.site = self.body = self.zone = None
+    self.inside = pred_name == "in"
+    if arg in env._obj_body:  # noqa: SLF001   on another object (a plate, a bowl)
+      self.body = env._obj_body[arg]  # noqa: SLF001
+      p = env.built.objects[arg].params
+      rim = float(p.get("top", p.get("height", 0.02)))
+      floor = float(p["stave_bottom"][1]) if "stave_bottom" in p else rim   # a bowl's floor
+      self.floor, self.rim = floor, rim
+      return
+    zones = {z.suffix: z for z in (spec.zones if spec is not None else ())}
+    if arg in zones:
+      z = zones[arg]
+      r = predicates._quat_mat(z.quat)  # noqa: SLF001
+      self.zone = (jnp.asarray(z.pos, jnp.float32), jnp.asarray(r, jnp.float32))
+      self.half = jnp.asarray(z.size, jnp.float32)
+      return
+    try:
+      self.site = m.site(arg).id
+    except KeyError:
+      raise ValueError(f"no expert target for {pred_name}(..., {arg!r}): not an object, a site "
+                       "or a table zone") from None
+    self.half = jnp.asarray(m.site_size[self.site], jnp.float32)
+
+  def levels(self, d):
+    """(aim xy, release height of the object's bottom, height to clear)."""
+    if self.body is not None:
+      p = d.xpos[self.body]
+      return p[:2], p[2] + self.floor + 0.012, p[2] + self.rim + 0.03
+    if self.zone is not None:
+      pos, mat = self.zone
+    else:
+      pos, mat = d.site_xpos[self.site], d.site_xmat[self.site].reshape(3, 3)
+    ez = jnp.sum(jnp.abs(mat[2]) * self.half)
+    if self.inside:        # a container: drop from 3 cm above its floor, clear its rim
+      return pos[:2], pos[2] - ez + 0.03, pos[2] + ez + 0.03
+    return pos[:2], pos[2] + ez + 0.01, pos[2] + ez + 0.04
+
+
+def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.0,
+               approach_height: float = 0.08, with_holding: bool = False):
+  """Pinch a compact object from above across its narrower horizontal side, near its top; lift
+  clear of the target's rim, carry its origin over the target, lower and release. Returns
+  float32[7] (and whether the hand holds the object, with `with_holding`)."""
+  d = state.pipeline_state
+  tcp = env.tcp_pos(d)
+  opening = env.gripper_opening(d)
+  c, axes, half = shape.world(d)
+  vert = jnp.abs(axes[2])
+  up = jnp.argmax(vert)
+  ez = jnp.sum(vert * half)                        # the box's vertical half extent
+  top, bottom = c[2] + ez, c[2] - ez
+  horiz = jnp.where(jnp.arange(3) == up, jnp.inf, half)
+  narrow = jnp.argmin(horiz)
+  width = half[narrow] if shape.neck is None else jnp.float32(shape.neck)
+  wide = jnp.max(jnp.where(jnp.arange(3) == up, 0.0, half))
+  a = axes[:, narrow]
+  # the hand's yaw now, and the nearer of the two (symmetric) yaws that close across `a`
+  r_hand_now = env.tcp_mat(d) @ panda.EEF_ROT_HAND.T
+  yaw_now = jnp.arctan2(r_hand_now[1, 0], r_hand_now[0, 0])
+  hand_yaw = yaw_now if shape.round else (
+      yaw_now + _wrap_half(jnp.arctan2(a[1], a[0]) - jnp.pi / 2 - yaw_now))
+  r_goal = panda.rot_z(hand_yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
+  z_g = jnp.maximum(top - jnp.minimum(0.02, ez), 0.008)
+  grasp = jnp.concatenate([c[:2], z_g[None]])
+
+  dxy = jnp.linalg.norm(tcp[:2] - grasp[:2])
+  near = jnp.linalg.norm(tcp[:2] - c[:2]) < wide + 0.02
+  closed = opening < width + 0.006
+  empty = opening < 0.4 * width
+  holding = closed & ~empty & near & (tcp[2] < top + 0.02) & (tcp[2] > bottom)
+
+  # Phase A: over the object, down, close.
+  above_z = z_g + approach_height
+  high_enough = tcp[2] > above_z - 0.03
+  a_xy = jnp.where(high_enough | (dxy < 0.02), grasp[:2], tcp[:2])
+  yaw_ok = jnp.linalg.norm(panda.rot_error(r_goal, env.tcp_mat(d))) < 0.1
+  aligned = (dxy < 0.01) & yaw_ok
+  at_bottom = (tcp[2] < z_g + 0.008) & aligned
+  closing = (opening < 0.036) & near & (tcp[2] < z_g + 0.015)
+  a_z = jnp.where(aligned | closing, z_g, above_z)
+  a_z = jnp.where(empty, above_z, a_z)
+  a_close = (at_bottom | closing) & ~empty
+  goal_a = jnp.concatenate([a_xy, a_z[None]])
+
+  # Phase B: up, over, down, release.
+  aim_xy, release_z, clear_z = target.levels(d)
+  origin = d.xpos[shape.body]
+  hang = tcp[2] - bottom
+  carry_z = clear_z + hang + 0.02
+  place_xy = aim_xy + (tcp[:2] - origin[:2])
+  dplace = jnp.linalg.norm(origin[:2] - aim_xy)
+  b_xy = jnp.where((tcp[2] > carry_z - 0.03) | (dplace < 0.03), place_xy, tcp[:2])
+  # the hand's body is about 4 cm above the fingertips' mid point and much wider than a basket's
+  # opening: it stays above the rim (clear_z - 0.03) and the object drops the rest of the way
+  tcp_release = jnp.maximum(release_z + hang, clear_z - 0.05)
+  b_z = jnp.where(dplace < 0.015, tcp_release, carry_z)
+  release = (dplace < 0.02) & (tcp[2] < tcp_release + 0.015)
+  goal_b = jnp.concatenate([b_xy, b_z[None]])
+
+  goal = jnp.where(holding, goal_b, goal_a)
+  close = jnp.where(holding, ~release, a_close)
+  r_goal = jnp.where(holding, env.tcp_mat(d), r_goal)
+  arm = move_action(env, d, goal, r_goal, max_speed)
+  grip = jnp.where(close, 1.0, -1.0)
+  action = jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)
+  return (action, holding) if with_holding else action
+
+
+SKILLS = ("pick_place_bowl", "pick_place")
+
+
+class SuiteExpert:
+  """A scripted expert for every task of a LiberoSuite (or LiberoTask): a plain function of the
+  state, vmappable; `expert(state) -> f32[7]`.
+
+  Each task's goal is an AND of predicates; the expert works on the first one not yet done (true,
+  and the object let go), in the goal's order, with the skill for that predicate. Tasks whose predicates
+  have no skill yet raise at construction, naming them (`supported(env)` lists what is covered).
+  """
+
+  def __init__(self, env):
+    specs = getattr(env, "specs", (env.spec,))
+    self._env = env
+    self._plans = []
+    missing = []
+    for k, s in enumerate(specs):
+      try:
+        self._plans.append(self._plan(env, s))
+      except ValueError as e:
+        missing.append(f"task {k} {s.language!r}: {e}")
+    if missing:
+      raise ValueError("no scripted expert for:\n  " + "\n  ".join(missing))
+
+  @staticmethod
+  def _plan(env, spec):
+    """[(done_fn, act_fn)] per goal predicate, in order; ValueError when a skill is missing."""
+    m = env.mj_model
+    steps = []
+    for p in spec.goal:
+      if p.name not in ("on", "in"):
+        raise ValueError(f"predicate {p.name}{tuple(p.args)} has no skill yet (have: on, in)")
+      obj = p.args[0]
+      if obj not in env._obj_body:  # noqa: SLF001
+        raise ValueError(f"{p.name}{tuple(p.args)}: {obj!r} is not an object")
+      kind = {o.name: o.kind for o in env.spec.objects}[obj]
+      done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
+                                          env._fixture_kinds)  # noqa: SLF001
+      target = _Target(env, p.name, p.args[1], spec)
+      if target.site is not None and m.body_jntnum[m.site_bodyid[target.site]] and \
+         m.jnt_type[m.body_jntadr[m.site_bodyid[target.site]]] != 0:
+        raise ValueError(f"{p.name}{tuple(p.args)}: the target rides a drawer or door, which the "
+                         "expert cannot open yet")
+      owner = [f for f in env._fixture_kinds if p.args[1].startswith(f + "_")]  # noqa: SLF001
+      if owner and env._fixture_kinds[owner[0]] == "rack":  # noqa: SLF001
+        raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
+                         "not LIBERO's tilted slot, so no expert places a bottle in it yet")
+      if kind == "bowl":
+        act = lambda s, o=obj, t=target: pick_place_bowl(env, s, bowl=o, target=t,  # noqa: E731
+                                                         with_holding=True)
+      elif kind in ("box", "cylinder", "bottle"):
+        shape = _Shape(env, obj)
+        act = lambda s, sh=shape, tg=target: pick_place(env, s, sh, tg, with_holding=True)  # noqa: E731
+      else:
+        raise ValueError(f"{p.name}{tuple(p.args)}: no grasp for kind {kind!r} yet")
+      steps.append((done, act))
+    return steps
+
+  def __call__(self, state) -> jax.Array:
+    d = state.pipeline_state
+    per_task = []
+    for steps in self._plans:
+      action = steps[-1][1](state)[0]
+      for done, act in reversed(steps[:-1]):
+        # a predicate counts as done once it holds with the hand let go (an object in the basket
+        # but still in the hand is not placed yet)
+        a, holding = act(state)
+        action = jnp.where(done(d) & ~holding, action, a)
+      per_task.append(action)
+    if len(per_task) == 1:
+      return per_task[0]
+    return jnp.stack(per_task)[state.obs["task_id"]]
+
+
+def supported(env) -> list[bool]:
+  """Whether each task of `env` has a scripted expert."""
+  out = []
+  for spec in getattr(env, "specs", (env.spec,)):
+    try:
+      SuiteExpert._plan(env, spec)  # noqa: SLF001
+      out.append(True)
+    except ValueError:
+      out.append(False)
+  return out

@@ -378,6 +378,19 @@ class LiberoSuite(LiberoTask):
   def reset(self, rng: jax.Array) -> base.State:
     return self._start(*self.draw(rng))
 
+  def reset_task(self, task: jax.Array, rng: jax.Array) -> base.State:
+    """A training reset of one given task (a re-drawn layout; under protocol="reference" one of its
+    evaluation states): what demonstrations are recorded from."""
+    k = jnp.asarray(task, jnp.int32)
+    rng = jax.random.fold_in(rng, 0x7EA1)     # the training stream, as `draw`
+    k_idx, k_lay, k_r = jax.random.split(rng, 3)
+    i = jax.random.randint(k_idx, (), 0, self.num_eval_states)
+    t = self._tables
+    if self._protocol == "reference":
+      return self._start(k, jnp.asarray(t.qpos)[k, i], jnp.asarray(t.fpos)[k, i],
+                         jnp.asarray(t.fquat)[k, i], k_r)
+    return self._start(k, *self._redraw(k, i, k_lay), k_r)
+
   def draw(self, rng: jax.Array, evaluation: bool = False):
     """The initial layout a reset starts from, before the warm-up: (task, qpos, fixture
     positions, fixture quaternions, render key). Evaluation draws one of LIBERO's converted states;
