@@ -269,8 +269,8 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   place_xy = aim_xy + (tcp[:2] - origin[:2])
   dplace = jnp.linalg.norm(origin[:2] - aim_xy)
   b_xy = jnp.where((tcp[2] > carry_z - 0.03) | (dplace < 0.03), place_xy, tcp[:2])
-  # the hand's body is about 4 cm above the fingertips' mid point and much wider than a basket's
-  # opening: it stays above the rim (clear_z - 0.03) and the object drops the rest of the way
+  # the hand's body starts about 4 cm above the fingertips' mid point (the TCP) and is wider than
+  # a basket's opening: the TCP stops 2 cm under the rim (clear_z - 0.03) and the object drops
   tcp_release = jnp.maximum(release_z + hang, clear_z - 0.05)
   b_z = jnp.where(dplace < 0.015, tcp_release, carry_z)
   release = (dplace < 0.02) & (tcp[2] < tcp_release + 0.015)
@@ -285,16 +285,14 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   return (action, holding) if with_holding else action
 
 
-SKILLS = ("pick_place_bowl", "pick_place")
-
-
 class SuiteExpert:
   """A scripted expert for every task of a LiberoSuite (or LiberoTask): a plain function of the
   state, vmappable; `expert(state) -> f32[7]`.
 
   Each task's goal is an AND of predicates; the expert works on the first one not yet done (true,
-  and the object let go), in the goal's order, with the skill for that predicate. Tasks whose predicates
-  have no skill yet raise at construction, naming them (`supported(env)` lists what is covered).
+  and the object let go), in the goal's order, with the skill for that predicate. Tasks whose
+  predicates have no skill yet raise at construction, naming them (`supported(env)` lists which
+  tasks are covered).
   """
 
   def __init__(self, env):
