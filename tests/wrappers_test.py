@@ -15,6 +15,7 @@ def env():
   return LiberoTask(cameras=())
 
 
+@pytest.mark.slow   # brax's wrappers on the contract are in make test (fake_env_test); this is the MJX task
 def test_brax_training_wrap_runs_task(env):
   """brax.envs.wrappers.training.wrap (vmap, episode limit 3, auto-reset) for 5 steps, jitted."""
   wrapped = brax_training.wrap(env, episode_length=3)
