@@ -59,19 +59,12 @@ def main(argv):
     os.replace(_OUT.value + ".tmp", _OUT.value)
 
 
-def _video_pairs(pairs, num_tasks):
-  import numpy as np
-  first = [i for i in range(len(pairs)) if pairs[i, 1] == pairs[pairs[:, 0] == pairs[i, 0], 1].min()]
-  return np.asarray(pairs)[first[:min(_NUM_VIDEOS.value, num_tasks)]]
-
-
 def _videos(env, video_env, actor, pairs, horizon, seed=0) -> dict:
   """Films a few episodes (the same actor, the same reset) and writes GIFs + a contact sheet."""
   import numpy as np
   from vla_rl_jax import evaluation, media
-  vp = _video_pairs(pairs, env.num_tasks)
-  if not len(vp):
-    return {}
+  _, first = np.unique(pairs[:, 0], return_index=True)    # each task's first evaluation state
+  vp = pairs[first[:_NUM_VIDEOS.value]]
   out = evaluation.run_episodes(env, actor, vp, horizon, seed=seed, video_env=video_env)
   paths, rows = [], []
   side = np.concatenate([out["frames"][c] for c in video_env.cameras], axis=3)
@@ -141,6 +134,8 @@ def _eval_checkpoint() -> dict:
   state, _ = ckpt.restore(step, *b.abstract_state, b.state_shardings, b.env_stats_shardings)
   temp = cfg.policy.eval_temperature if _TEMP.value is None else _TEMP.value
   pairs = evaluation.evaluation_set(b.env)
+  if _VIDEO_DIR.value and pairs is None:
+    _fail(f"--video_dir needs an env with a finite evaluation set; {cfg.env.name!r} has none")
   t0 = time.time()
   head = {"policy": "checkpoint", "workdir": os.path.abspath(workdir), "step": step,
           "env": cfg.env.name, "episode_length": cfg.env.episode_length, "temperature": temp}
@@ -164,11 +159,8 @@ def _eval_checkpoint() -> dict:
   if _VIDEO_DIR.value:
     video_env = registry.make(cfg.env.name, image_size=_VIDEO_SIZE.value,
                               cameras=("agentview", "wrist"), **dict(cfg.env.kwargs))
-    vp = pairs if pairs is not None else None
-    if vp is None:
-      _fail("--video_dir needs an env with a finite evaluation set")
     actor = evaluation.policy_actor(b, state.params, temp)
-    rep.update(_videos(b.env, video_env, actor, vp, cfg.env.episode_length, seed=cfg.seed))
+    rep.update(_videos(b.env, video_env, actor, pairs, cfg.env.episode_length, seed=cfg.seed))
   return rep
 
 

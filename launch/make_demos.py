@@ -79,23 +79,20 @@ def main(argv):
     if not starts:
       short = {env.instructions[k]: len(got[k]) for k in need if need[k]}
       _fail(f"the expert did not succeed often enough: successes so far {short}")
-    for b0 in range(0, len(starts), _BATCH.value):
-      batch = np.asarray(starts[b0:b0 + _BATCH.value], np.int64)
-      pad = _BATCH.value - len(batch)       # one compiled shape: pad with the last start
-      run = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)]) if pad > 0 else batch
-      res = evaluation.run_episodes(env, actor, run.astype(np.int32), horizon, reset_fn=reset_fn,
-                                    video_env=env)
-      for j, (k, seed) in enumerate(batch):
-        k = int(k)
-        if not res["success"][j] or not need[k]:
-          continue
-        t = int(res["length"][j])
-        f = demos.write_episode(out, k, len(got[k]), res["actions"][j, :t],
-                                {c: res["frames"][c][j, :t + 1] for c in env.cameras},
-                                res["proprio"][j, :t + 1], int(seed))
-        got[k].append({"file": f, "task_id": k, "instruction": env.instructions[k], "length": t,
-                       "seed": int(seed)})
-        need[k] -= 1
+    batch = np.asarray(starts, np.int32)
+    res = evaluation.run_episodes(env, actor, batch, horizon, reset_fn=reset_fn, video_env=env,
+                                  batch_size=_BATCH.value)
+    for j, (k, seed) in enumerate(batch):
+      k = int(k)
+      if not res["success"][j] or not need[k]:
+        continue
+      t = int(res["length"][j])
+      f = demos.write_episode(out, k, len(got[k]), res["actions"][j, :t],
+                              {c: res["frames"][c][j, :t + 1] for c in env.cameras},
+                              res["proprio"][j, :t + 1], int(seed))
+      got[k].append({"file": f, "task_id": k, "instruction": env.instructions[k], "length": t,
+                     "seed": int(seed)})
+      need[k] -= 1
     print(f"make_demos: {sum(len(v) for v in got.values())}/{_PER_TASK.value * env.num_tasks} "
           f"episodes ({time.time() - t0:.0f} s)", flush=True)
   attempts = {env.instructions[k]: tries[k] for k in tries}

@@ -134,3 +134,18 @@ def test_policy_actor_runner_equals_the_training_rollout():
   np.testing.assert_array_equal(out["length"], ref["length"])
   np.testing.assert_array_equal(out["success"], ref["success"] > 0)
   assert 0 < out["success"].sum() < 16 or len(set(out["length"].tolist())) > 1
+
+
+def test_run_episodes_in_batches_equals_one_batch(fake_run):
+  """batch_size splits the episodes (last batch padded, stopping on its own) without changing any
+  episode: same outcomes, actions and frames as the single batch."""
+  env, keys, expert, horizon, out = fake_run
+  split = evaluation.run_episodes(env, evaluation.expert_actor(expert), keys, horizon,
+                                  reset_fn=env.reset, calls_per_jit=4, video_env=env, batch_size=3)
+  for name in ("success", "length", "unstable"):
+    np.testing.assert_array_equal(split[name], out[name])
+  t = out["actions"].shape[1]
+  np.testing.assert_array_equal(split["actions"][:, :t], out["actions"])
+  assert np.all(split["actions"][:, t:] == 0)
+  f = split["frames"]["agentview"]
+  np.testing.assert_array_equal(f[:, :t + 1], out["frames"]["agentview"])

@@ -24,19 +24,23 @@ from vla_rl_jax.types import PolicyObs
 EVAL_STREAM = 0xE7A1
 
 
-def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | None = None):
-  """Returns jitted eval(params) -> metrics {success_rate, task_success[num_tasks], ...}."""
-  cfg, mesh = b.cfg, b.mesh
-  n = num_states or cfg.train.eval_num_states
+def _eval_rollout(b: Built, params, n: int, temperature: float | None, reset_fn, reset_args=None):
+  """The policy once from each of n held-out starts (one per group), on the evaluation key."""
+  cfg = b.cfg
   temp = cfg.policy.eval_temperature if temperature is None else temperature
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), EVAL_STREAM)
+  return rollout(b.env, b.policy, params, key, text_table=b.text_table, num_prompts=n,
+                 group_size=1, num_calls=cfg.num_calls, temperature=temp, camera=cfg.env.camera,
+                 reset_fn=reset_fn, reset_args=reset_args, store=cfg.rollout.store,
+                 policy_microbatch=cfg.rollout.policy_microbatch, mesh=b.mesh)
+
+
+def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | None = None):
+  """Returns jitted eval(params) -> metrics {success_rate, task_success[num_tasks], ...}."""
+  n = num_states or b.cfg.train.eval_num_states
 
   def eval_fn(params):
-    traj, calls = rollout(b.env, b.policy, params, key, text_table=b.text_table, num_prompts=n,
-                          group_size=1, num_calls=cfg.num_calls, temperature=temp,
-                          camera=cfg.env.camera, reset_fn=b.env.eval_reset,
-                          store=cfg.rollout.store, policy_microbatch=cfg.rollout.policy_microbatch,
-                          mesh=mesh)
+    traj, calls = _eval_rollout(b, params, n, temperature, b.env.eval_reset)
     k = b.env.num_tasks
     counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, k)
     succ = jax.ops.segment_sum(traj.reward, traj.task_id, k)
@@ -47,7 +51,7 @@ def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | N
             "policy_calls": calls.astype(jnp.float32)}
 
   return jax.jit(eval_fn, in_shardings=(b.state_shardings.params,),
-                 out_shardings=sharding.replicated(mesh))
+                 out_shardings=sharding.replicated(b.mesh))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,23 +80,15 @@ def make_policy_eval_fn(b: Built, starts: np.ndarray, temperature: float | None 
   """Returns jitted eval(params) -> {success f32[N], length i32[N], unstable, render_overflow}: the
   policy (greedy by default) once from each start (`reset_fn(starts[n])`, default: (task, index)
   pairs for `env.reset_to`), sharded like the training rollouts."""
-  cfg, mesh = b.cfg, b.mesh
-  temp = cfg.policy.eval_temperature if temperature is None else temperature
-  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), EVAL_STREAM)
   args = jnp.asarray(starts)
 
   def eval_fn(params):
-    traj, _ = rollout(b.env, b.policy, params, key, text_table=b.text_table,
-                      num_prompts=len(starts), group_size=1, num_calls=cfg.num_calls,
-                      temperature=temp, camera=cfg.env.camera,
-                      reset_fn=reset_fn or reset_pair(b.env), reset_args=args,
-                      store=cfg.rollout.store, policy_microbatch=cfg.rollout.policy_microbatch,
-                      mesh=mesh)
+    traj, _ = _eval_rollout(b, params, len(starts), temperature, reset_fn or reset_pair(b.env), args)
     return {"success": traj.reward, "length": traj.length, "unstable": traj.unstable,
             "render_overflow": traj.render_overflow}
 
   return jax.jit(eval_fn, in_shardings=(b.state_shardings.params,),
-                 out_shardings=sharding.replicated(mesh))
+                 out_shardings=sharding.replicated(b.mesh))
 
 
 # An actor maps (state, key) -> f32[K, D]: the next K actions (a policy's chunk; an expert's one).
@@ -118,21 +114,23 @@ def policy_actor(b: Built, params, temperature: float) -> Actor:
 
 def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, seed: int = 0,
                  reset_fn: Callable[[jax.Array], State] | None = None, calls_per_jit: int = 20,
-                 video_env: Env | None = None) -> dict[str, Any]:
+                 video_env: Env | None = None, batch_size: int | None = None) -> dict[str, Any]:
   """Episodes from `starts` under `actor`, at most `horizon` control steps each; `calls_per_jit`
-  actor calls per jitted call, stopping early once every episode has ended.
+  actor calls per jitted call, stopping early once every episode (of a batch) has ended.
 
   starts: [N, ...] inputs of `reset_fn` (default: (task, index) pairs for `env.reset_to`).
+  batch_size: run the episodes this many at a time (the last batch padded), one compilation for all.
   Returns host arrays: success bool[N], length i32[N] (control steps run), unstable bool[N],
   actions f32[N, T', D] (zero after an episode's end), proprio f32[N, T'+1, P] (index t: before
   action t), and with `video_env` (the same scene, its own cameras and size) frames
   {camera: u8[N, T'+1, H, W, 3]} (frame t: before action t; after the end, the last state again).
-  T' <= horizon: the runner stops after the jitted call in which the last episode ended.
+  T' <= horizon: a batch stops after the jitted call in which its last episode ended.
   """
   reset_fn = reset_fn or reset_pair(env)
-  starts = jnp.asarray(starts)
-  n = starts.shape[0]
-  s_shape = jax.eval_shape(reset_fn, starts[0])
+  starts = np.asarray(starts)
+  n_all = starts.shape[0]
+  bs = min(batch_size or n_all, n_all)
+  s_shape = jax.eval_shape(reset_fn, jnp.asarray(starts[0]))
   k = jax.eval_shape(actor, s_shape, jax.ShapeDtypeStruct((2,), jnp.uint32)).shape[0]
   calls = -(-horizon // k)
 
@@ -162,34 +160,50 @@ def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, se
     s = jax.vmap(reset_fn)(starts)
     return s, jax.vmap(record)(s)
 
-  @functools.partial(jax.jit, static_argnums=2)
-  def chunk(state, length, n_calls, c0):
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(n))
+  @functools.partial(jax.jit, static_argnums=3)
+  def chunk(state, length, episode, n_calls, c0):
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(episode)
 
     def one(s, l, key):
       (s, l, _), out = jax.lax.scan(one_call, (s, l, key), c0 + jnp.arange(n_calls))
       return s, l, jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
     return jax.vmap(one)(state, length, keys)
 
-  state, rec0 = start(starts)
-  length = jnp.zeros((n,), jnp.int32)
-  outs = []
-  c = 0
   m = min(calls_per_jit, calls)    # one compiled shape; steps past the horizon are masked
-  while c < calls:
-    state, length, out = chunk(state, length, m, jnp.int32(c))
-    outs.append(jax.device_get(out))
-    c += m
-    if bool(np.all((np.asarray(state.done) > 0) | (np.asarray(length) >= horizon))):
-      break
-  cat = lambda *xs: np.concatenate(xs, axis=1)  # noqa: E731
-  rec = jax.tree_util.tree_map(lambda x0, *xs: cat(np.asarray(x0)[:, None], *xs)[:, :horizon + 1],
-                               jax.device_get(rec0), *[{k_: v for k_, v in o.items() if k_ != "actions"}
-                                                       for o in outs])
-  res = {"success": np.asarray(state.info["success"] & ~state.info["unstable"]),
-         "length": np.asarray(length), "unstable": np.asarray(state.info["unstable"]),
-         "actions": cat(*[o["actions"] for o in outs])[:, :horizon], **rec}
-  return res
+  results = []
+  for b0 in range(0, n_all, bs):
+    idx = np.minimum(np.arange(b0, b0 + bs), n_all - 1)     # the last batch repeats its last start
+    state, rec0 = start(jnp.asarray(starts[idx]))
+    length = jnp.zeros((bs,), jnp.int32)
+    outs, c = [], 0
+    while c < calls:
+      state, length, out = chunk(state, length, jnp.asarray(idx), m, jnp.int32(c))
+      outs.append(jax.device_get(out))
+      c += m
+      if bool(np.all((np.asarray(state.done) > 0) | (np.asarray(length) >= horizon))):
+        break
+    keep = slice(0, min(bs, n_all - b0))
+    cat = lambda *xs: np.concatenate(xs, axis=1)[keep]  # noqa: E731
+    rec = jax.tree_util.tree_map(lambda x0, *xs: cat(np.asarray(x0)[:, None], *xs)[:, :horizon + 1],
+                                 jax.device_get(rec0), *[{k_: v for k_, v in o.items() if k_ != "actions"}
+                                                         for o in outs])
+    results.append({"success": np.asarray(state.info["success"] & ~state.info["unstable"])[keep],
+                    "length": np.asarray(length)[keep],
+                    "unstable": np.asarray(state.info["unstable"])[keep],
+                    "actions": cat(*[o["actions"] for o in outs])[:, :horizon], **rec})
+  # batches that stopped sooner are padded in time: records repeat their last entry (as after an
+  # episode's end), actions with zeros
+  def join(*xs):
+    if xs[0].ndim == 1:
+      return np.concatenate(xs)
+    t = max(x.shape[1] for x in xs)
+    return np.concatenate([np.pad(x, [(0, 0), (0, t - x.shape[1])] + [(0, 0)] * (x.ndim - 2),
+                                  mode="edge") for x in xs])
+  actions = [r.pop("actions") for r in results]
+  out = jax.tree_util.tree_map(join, *results)
+  t = max(a.shape[1] for a in actions)
+  out["actions"] = np.concatenate([np.pad(a, [(0, 0), (0, t - a.shape[1]), (0, 0)]) for a in actions])
+  return out
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

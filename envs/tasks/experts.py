@@ -172,43 +172,33 @@ class _Shape:
 class _Target:
   """Where an On / In predicate wants the object: the xy to aim the object's origin at, the height
   its bottom is released at, and the height it must clear on the way (a rim, a surface). The
-  target is another object (its floor and rim from its params), a site of an object or fixture
-  (riding with it), or a table zone (constant)."""
+  target is resolved as the predicate resolves it (`predicates._Entity`): another object (its
+  floor and rim from its params), a site of an object or fixture (riding with it), or a table
+  zone (constant)."""
 
   def __init__(self, env, pred_name: str, arg: str, spec=None):
-    m = env.mj_model
-    self.site = self.body = self.zone = None
-    self.inside = pred_name == "in"
-    if arg in env._obj_body:  # noqa: SLF001   on another object (a plate, a bowl)
-      self.body = env._obj_body[arg]  # noqa: SLF001
-      p = env.built.objects[arg].params
-      rim = float(p.get("top", p.get("height", 0.02)))
-      floor = float(p["stave_bottom"][1]) if "stave_bottom" in p else rim   # a bowl's floor
-      self.floor, self.rim = floor, rim
-      return
-    zones = {z.suffix: z for z in (spec.zones if spec is not None else ())}
-    if arg in zones:
-      z = zones[arg]
-      r = predicates._quat_mat(z.quat)  # noqa: SLF001
-      self.zone = (jnp.asarray(z.pos, jnp.float32), jnp.asarray(r, jnp.float32))
-      self.half = jnp.asarray(z.size, jnp.float32)
-      return
+    spec = env.spec if spec is None else spec
     try:
-      self.site = m.site(arg).id
-    except KeyError:
-      raise ValueError(f"no expert target for {pred_name}(..., {arg!r}): not an object, a site "
-                       "or a table zone") from None
-    self.half = jnp.asarray(m.site_size[self.site], jnp.float32)
+      self.entity = predicates._Entity(arg, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
+                                       env._fixture_kinds)  # noqa: SLF001
+    except KeyError as e:
+      raise ValueError(f"no expert target for {pred_name}(..., {arg!r}): {e}") from None
+    self.site = self.entity.site
+    self.inside = pred_name == "in"
+    if self.entity.body is not None:
+      if arg not in env.built.objects:
+        raise ValueError(f"no expert target for {pred_name}(..., {arg!r}): a fixture's body")
+      p = env.built.objects[arg].params
+      self.rim = float(p.get("top", p.get("height", 0.02)))
+      self.floor = float(p["stave_bottom"][1]) if "stave_bottom" in p else self.rim  # a bowl's floor
+    else:
+      self.half = jnp.asarray(self.entity.half)
 
   def levels(self, d):
     """(aim xy, release height of the object's bottom, height to clear)."""
-    if self.body is not None:
-      p = d.xpos[self.body]
-      return p[:2], p[2] + self.floor + 0.012, p[2] + self.rim + 0.03
-    if self.zone is not None:
-      pos, mat = self.zone
-    else:
-      pos, mat = d.site_xpos[self.site], d.site_xmat[self.site].reshape(3, 3)
+    pos, mat = self.entity.pose(d)
+    if mat is None:              # an object
+      return pos[:2], pos[2] + self.floor + 0.012, pos[2] + self.rim + 0.03
     ez = jnp.sum(jnp.abs(mat[2]) * self.half)
     if self.inside:        # a container: drop from 3 cm above its floor, clear its rim
       return pos[:2], pos[2] - ez + 0.03, pos[2] + ez + 0.03
