@@ -24,11 +24,16 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m launch.demo
 
+# Two pytest-xdist workers: one compiles while the other runs compiled code (compilation is mostly
+# single-threaded); tests/conftest.py keeps each module's compiled fixtures on one worker.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: venv
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS) tests
 
 test-slow: venv
-	$(PY) -m pytest -q -m "slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(XDIST) -m "slow" $(PYTEST_ARGS) tests
 
 benchmark: venv
 	$(PY) -m launch.benchmark --config=configs/benchmark.py:what=all
