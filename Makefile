@@ -25,9 +25,10 @@ demo: venv
 	$(PY) -m launch.demo
 
 # Two pytest-xdist workers: one compiles while the other runs compiled code (compilation is mostly
-# single-threaded); tests/conftest.py keeps each module's compiled fixtures on one worker.
+# single-threaded); --dist loadscope keeps each module on one worker, so its module-scoped compiled
+# fixtures are built once.
 TEST_WORKERS ?= 2
-XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST := -n $(TEST_WORKERS) --dist loadscope
 
 test: venv
 	$(PY) -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS) tests
