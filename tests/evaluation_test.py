@@ -149,3 +149,14 @@ def test_run_episodes_in_batches_equals_one_batch(fake_run):
   assert np.all(split["actions"][:, t:] == 0)
   f = split["frames"]["agentview"]
   np.testing.assert_array_equal(f[:, :t + 1], out["frames"]["agentview"])
+
+
+def test_report_names_the_suites_own_task_ids():
+  """A task_ids subset renumbers tasks 0..n-1 inside the env; the report also gives each task's id
+  in its suite, so `launch.eval --task_ids=2,5` reads back as tasks 2 and 5."""
+  from envs.tasks.libero_suite import LiberoSuite
+  env = LiberoSuite("libero_goal", cameras=(), task_ids=[2, 5])
+  rep = evaluation.report(env, np.array([[0, 0], [1, 0], [1, 1]]), np.array([True, False, True]))
+  assert [t["task_id"] for t in rep["tasks"]] == [0, 1]
+  assert [t["suite_task_id"] for t in rep["tasks"]] == [2, 5]
+  assert [t["successes"] for t in rep["tasks"]] == [1, 1]

@@ -234,6 +234,7 @@ def report(env: Env, pairs: np.ndarray, success: np.ndarray, length: np.ndarray 
            "failed_states": pairs[m & ~success, 1].tolist()}
     if specs is not None:
       row["suite"] = specs[k].suite
+      row["suite_task_id"] = specs[k].task_id   # the task's id in its suite (task_ids subsets renumber)
     if length is not None:
       ln = np.asarray(length)[m & success]
       row["median_length_success"] = float(np.median(ln)) if len(ln) else None
