@@ -175,9 +175,10 @@ def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, se
     idx = np.minimum(np.arange(b0, b0 + bs), n_all - 1)     # the last batch repeats its last start
     state, rec0 = start(jnp.asarray(starts[idx]))
     length = jnp.zeros((bs,), jnp.int32)
+    episode = jnp.asarray(idx)
     outs, c = [], 0
     while c < calls:
-      state, length, out = chunk(state, length, jnp.asarray(idx), m, jnp.int32(c))
+      state, length, out = chunk(state, length, episode, m, jnp.int32(c))
       outs.append(jax.device_get(out))
       c += m
       if bool(np.all((np.asarray(state.done) > 0) | (np.asarray(length) >= horizon))):
@@ -193,16 +194,15 @@ def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, se
                     "actions": cat(*[o["actions"] for o in outs])[:, :horizon], **rec})
   # batches that stopped sooner are padded in time: records repeat their last entry (as after an
   # episode's end), actions with zeros
-  def join(*xs):
+  def join(*xs, mode="edge"):
     if xs[0].ndim == 1:
       return np.concatenate(xs)
     t = max(x.shape[1] for x in xs)
     return np.concatenate([np.pad(x, [(0, 0), (0, t - x.shape[1])] + [(0, 0)] * (x.ndim - 2),
-                                  mode="edge") for x in xs])
+                                  mode=mode) for x in xs])
   actions = [r.pop("actions") for r in results]
   out = jax.tree_util.tree_map(join, *results)
-  t = max(a.shape[1] for a in actions)
-  out["actions"] = np.concatenate([np.pad(a, [(0, 0), (0, t - a.shape[1]), (0, 0)]) for a in actions])
+  out["actions"] = join(*actions, mode="constant")
   return out
 
 
