@@ -14,6 +14,7 @@ a caption) for the first `--num_videos` tasks' state 0, and a contact sheet PNG.
 
 import json
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -128,10 +129,22 @@ def _eval_checkpoint() -> dict:
     _fail("--episode_length cannot change a checkpoint's horizon (its config fixes the policy calls)")
   b = build(cfg)
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
-  step = _STEP.value if _STEP.value is not None else ckpt.latest_step()
-  if step is None:
-    _fail(f"no complete checkpoint under {workdir}/checkpoints")
-  state, _ = ckpt.restore(step, *b.abstract_state, b.state_shardings, b.env_stats_shardings)
+  warn = lambda text: print(f"launch.eval: warning: {text}", file=sys.stderr, flush=True)
+  try:  # verified: digests as saved, every value finite; the latest falls back to an older one
+    if _STEP.value is not None:
+      step = _STEP.value
+      state, _, note = ckpt.restore(step, *b.abstract_state, b.state_shardings,
+                                    b.env_stats_shardings)
+      if note:
+        warn(note)
+    else:
+      found = ckpt.restore_latest(*b.abstract_state, b.state_shardings, b.env_stats_shardings,
+                                  warn=warn)
+      if found is None:
+        _fail(f"no complete checkpoint under {workdir}/checkpoints")
+      step, state, _ = found
+  except ckpt_lib.CheckpointError as e:
+    _fail(str(e))
   temp = cfg.policy.eval_temperature if _TEMP.value is None else _TEMP.value
   pairs = evaluation.evaluation_set(b.env)
   if _VIDEO_DIR.value and pairs is None:

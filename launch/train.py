@@ -6,8 +6,12 @@
 Run the same command on every host of a pod with --config.distributed.num_processes=<hosts>.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from launch.common import fail
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).",
                                           lock_config=True)
@@ -20,7 +24,16 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   from vla_rl_jax import trainer  # after flag parsing; jax stays uninitialised until here
-  summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from vla_rl_jax import checkpoint, config, metrics
+  try:
+    summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError,
+          metrics.RenderOverflowError) as e:
+    # the run cannot go on as configured: one line that says why and what to do, exit 1
+    print(f"launch.train: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
+  except config.ConfigError as e:
+    fail("launch.train", str(e))
   evals = summary["eval"]
   if evals:
     print(f"success (greedy, held-out): start {evals[0]['success_rate']:.3f} -> "

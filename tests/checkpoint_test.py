@@ -29,14 +29,11 @@ def config():
 
 
 def train_rows(workdir):
-  """Last logged row per step (a resumed run logs re-run steps again)."""
-  rows = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      r = json.loads(line)
-      if r["kind"] == "train":
-        rows[r["step"]] = r
-  return rows
+  """The train rows by step; each step must be logged exactly once, even across kills."""
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  steps = [(r["kind"], r["step"]) for r in rows]
+  assert len(steps) == len(set(steps)), f"duplicated metric rows: {steps}"
+  return {r["step"]: r for r in rows if r["kind"] == "train"}
 
 
 def launch(workdir):
@@ -72,6 +69,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
   assert proc.returncode == 0, out
   resumed = int(out.split("resumed from step ")[1].split()[0])
   assert 2 <= resumed < STEPS, f"the kill did not land mid-run (resumed at {resumed})"
+  # the killed run's lock (same host, dead pid) is taken over, and released at the end
+  assert "taking over the lock of a run that is no longer running" in out, out
+  assert not (work / "LOCK").exists()
   rows = train_rows(work)
   assert sorted(rows) == list(range(1, STEPS + 1))
   for s in range(1, STEPS + 1):
@@ -82,7 +82,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
   from vla_rl_jax import checkpoint as ckpt_lib
   from vla_rl_jax.builders import build
   b = build(ckpt_lib.read_config(str(work), jax.device_count()))
-  final, _ = ckpt_lib.Checkpointer(str(work), 3).restore(STEPS, *b.abstract_state,
+  final, _, _ = ckpt_lib.Checkpointer(str(work), 3).restore(STEPS, *b.abstract_state,
                                                           b.state_shardings, b.env_stats_shardings)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
                                                                  rtol=1e-5, atol=1e-7),

@@ -99,5 +99,6 @@ def test_cli_bad_config_fails_before_jit_with_clear_message(tmp_path):
   assert out.returncode != 0
   assert "config.rl.group_size=1: must be >= 2" in out.stderr
   # failed at start-up: nothing was traced or compiled, no checkpoint written
-  assert "jit" not in out.stderr.lower() and "Traceback" in out.stderr
+  assert "jit" not in out.stderr.lower() and "Traceback" not in out.stderr
+  assert out.returncode == 2 and out.stderr.startswith("launch.train: config.rl.group_size=1")
   assert not os.path.exists(tmp_path / "checkpoints")

@@ -416,10 +416,39 @@ def loads(text: str, num_devices: int | None = None, *, fresh_topology: bool = F
 
 # Sections that may differ between a run and its resumption: the schedule, the process topology.
 RESUMABLE_SECTIONS = ("train", "mesh", "distributed")
+# Optimiser fields that may change on resume (a run stopped by non-finite values resumes from its
+# last checkpoint with a lower learning rate). Whether gradient clipping and warm-up are on at all
+# may not: they change the optimiser state's structure, which the checkpoint must match.
+RESUMABLE_OPTIM = ("learning_rate", "grad_clip", "weight_decay", "b1", "b2", "warmup_steps")
+
+
+def _optim_structure(optim: Mapping[str, Any]) -> tuple[bool, bool]:
+  return (optim.get("grad_clip", 0) > 0, optim.get("warmup_steps", 0) > 0)
 
 
 def resume_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[str]:
-  """Sections of a saved (JSON) config that differ from cfg and forbid resuming it."""
+  """Sections (or fields) of a saved (JSON) config that differ from cfg and forbid resuming it."""
   now = json.loads(dumps(cfg))
   saved = json.loads(json.dumps(saved, sort_keys=True))  # tuples and lists compare alike
-  return sorted(k for k in now if k not in RESUMABLE_SECTIONS and saved.get(k) != now[k])
+  out = []
+  for k in sorted(now):
+    if k in RESUMABLE_SECTIONS or saved.get(k) == now[k]:
+      continue
+    if k == "optim" and isinstance(saved.get(k), Mapping):
+      old, new = saved[k], now[k]
+      fixed = sorted(f for f in set(old) | set(new)
+                     if f not in RESUMABLE_OPTIM and old.get(f) != new.get(f))
+      if _optim_structure(old) != _optim_structure(new):
+        fixed.append("grad_clip/warmup_steps switched on or off")
+      out.extend(f"optim ({f})" for f in fixed)
+      continue
+    out.append(k)
+  return out
+
+
+def resume_changes(saved: Mapping[str, Any], cfg: Config) -> list[str]:
+  """The allowed optimiser changes a resumption makes, as 'optim.F: old -> new' lines."""
+  now = json.loads(dumps(cfg)).get("optim", {})
+  old = saved.get("optim", {}) if isinstance(saved.get("optim"), Mapping) else {}
+  return [f"optim.{f}: {old[f]} -> {now[f]}" for f in RESUMABLE_OPTIM
+          if f in old and f in now and old[f] != now[f]]

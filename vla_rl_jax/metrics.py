@@ -23,14 +23,34 @@ def to_host(tree: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def check_finite(metrics: Mapping[str, Any], step: int, keys=("loss", "grad_norm")) -> None:
-  """Stops the run (before any checkpoint of the broken state) when the loss goes non-finite."""
-  for k in keys:
-    v = metrics.get(k)
-    if v is not None and not math.isfinite(v):
-      raise FloatingPointError(
-          f"non-finite {k}={v} at step {step}; the last checkpoint is intact. Lower "
-          f"config.optim.learning_rate or check the env for physics blow-ups (unstable_frac).")
+class NonFiniteError(FloatingPointError):
+  """A train step produced non-finite values; the run stopped before saving any of them."""
+
+
+def check_finite(metrics: Mapping[str, Any], step: int, last_checkpoint: int | None = None,
+                 keys=("loss", "grad_norm")) -> None:
+  """Stops the run (before any checkpoint of the broken state) when the loss, the gradient norm or
+  the parameters / optimiser moments themselves (`nonfinite_state`, counted inside the step) hold
+  a NaN or an infinity."""
+  bad = [f"{k}={metrics[k]}" for k in keys
+         if metrics.get(k) is not None and not math.isfinite(metrics[k])]
+  n = metrics.get("nonfinite_state") or 0
+  if n:
+    bad.append(f"{int(n)} non-finite values in the parameters and optimiser state")
+  if not bad:
+    return
+  if last_checkpoint is None:
+    saved = "no checkpoint was written; start again"
+  else:
+    saved = (f"the newest checkpoint (step {last_checkpoint}) is intact and finite; rerun the same "
+             f"command to resume from it")
+  unstable = metrics.get("unstable_frac")
+  raise NonFiniteError(
+      f"train step {step}: {', '.join(bad)}. Nothing from this step was saved: {saved} with a "
+      f"lower --config.optim.learning_rate (now too high?) or a smaller --config.optim.grad_clip "
+      f"(both may change on resume)"
+      + (f"; {unstable:.0%} of this step's episodes blew up in the physics (unstable_frac)"
+         if unstable else "") + ".")
 
 
 class RenderOverflowError(RuntimeError):
@@ -49,26 +69,84 @@ def check_render(metrics: Mapping[str, Any], step: int, what: str = "train step"
         f"(max_candidates=..., or calibration_data=<states like these>; see envs/render.py).")
 
 
-class Writer:
-  """Writes scalars to stdout (progress line), workdir/metrics.jsonl and TensorBoard."""
+def _strict(v: Any) -> Any:
+  """JSON-safe value: non-finite floats become null (bare NaN is not JSON)."""
+  if isinstance(v, float) and not math.isfinite(v):
+    return None
+  if isinstance(v, (list, tuple)):
+    return [_strict(x) for x in v]
+  if isinstance(v, Mapping):
+    return {k: _strict(x) for k, x in v.items()}
+  return v
 
-  def __init__(self, workdir: str, total_steps: int, enabled: bool = True, tensorboard: bool = True):
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+  """The complete JSON rows of a metrics file (a line cut short by a kill is skipped)."""
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except ValueError:
+          continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+          rows.append(row)
+  return rows
+
+
+class Writer:
+  """Writes scalars to stdout (progress line), workdir/metrics.jsonl and TensorBoard.
+
+  A run segment that starts at step `start_step` (0, or the step a resumed run restored) first
+  drops the rows a killed segment logged after that step, and the evaluation row at it (the
+  trainer evaluates there again), so metrics.jsonl holds each step once, as an uninterrupted run
+  writes it. TensorBoard gets one writer per segment, opened on the first write, with
+  `purge_step` so that the resumed curves do not fold back over the dropped steps.
+  """
+
+  FILE = "metrics.jsonl"
+
+  def __init__(self, workdir: str, total_steps: int, enabled: bool = True, tensorboard: bool = True,
+               start_step: int = 0):
     self.enabled, self.total = enabled, total_steps
     self._jsonl = self._tb = None
+    self._tb_dir = os.path.join(workdir, "tb") if enabled and tensorboard else None
+    self._purge = start_step + 1 if start_step else None
+    self.dropped_eval_at_start = False
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
-      if tensorboard:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      path = os.path.join(workdir, self.FILE)
+      self._truncate(path, start_step)
+      self._jsonl = open(path, "a", buffering=1)
     self._t0 = time.time()
+
+  def _truncate(self, path: str, start: int) -> None:
+    if not os.path.exists(path):
+      return
+    rows = read_rows(path)
+    keep = [r for r in rows
+            if r["step"] < start or (r["step"] == start and r.get("kind") != "eval")]
+    self.dropped_eval_at_start = any(r["step"] == start and r.get("kind") == "eval" for r in rows)
+    with open(path) as f:
+      unchanged = len(keep) == sum(1 for _ in f)
+    if unchanged:
+      return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      for r in keep:
+        f.write(json.dumps(r, allow_nan=False) + "\n")
+    os.replace(tmp, path)
 
   def write(self, step: int, scalars: Mapping[str, Any], prefix: str = "train") -> None:
     if not self.enabled:
       return
     row = {"step": step, "kind": prefix, "time": round(time.time() - self._t0, 3), **scalars}
-    self._jsonl.write(json.dumps(row) + "\n")
-    if self._tb is not None:
+    self._jsonl.write(json.dumps(_strict(row), allow_nan=False) + "\n")
+    if self._tb_dir is not None:
+      if self._tb is None:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(self._tb_dir, purge_step=self._purge)
       for k, v in scalars.items():
         if isinstance(v, (int, float)) and math.isfinite(v):
           self._tb.add_scalar(f"{prefix}/{k}", v, step)
@@ -87,8 +165,14 @@ class Writer:
     if self.enabled:
       print(text, flush=True, file=sys.stdout)
 
+  def warn(self, text: str) -> None:
+    if self.enabled:
+      print(f"warning: {text}", flush=True, file=sys.stderr)
+
   def close(self) -> None:
     if self._jsonl:
       self._jsonl.close()
+      self._jsonl = None
     if self._tb:
       self._tb.close()
+      self._tb = None

@@ -15,7 +15,7 @@ import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from vla_rl_jax import sharding
+from vla_rl_jax import integrity, sharding
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rl import advantages as adv_lib
 from vla_rl_jax.rl.losses import LOSSES, LossInputs
@@ -194,6 +194,9 @@ def make_train_step(b: Built):
         valid_tokens=jnp.sum(traj_u.token_mask * weight_u[:, None, None]),
         updates_applied=jnp.sum(live),
         adv_abs_mean=jnp.mean(jnp.abs(adv_u)),
+        # the guard reads the new parameters and moments themselves: loss and grad_norm average
+        # live minibatches only and read 0.0 once dynamic sampling drops every group
+        nonfinite_state=integrity.nonfinite_count((params, opt_state)),
         **extra,
     )
     counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, b.env.num_tasks)

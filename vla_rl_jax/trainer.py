@@ -8,6 +8,7 @@ latest complete checkpoint and continues with exactly the steps an uninterrupted
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Mapping
 
@@ -40,37 +41,90 @@ def maybe_initialize_distributed(raw: Mapping[str, Any]) -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def memory_mb() -> dict[str, float]:
+  """Host resident memory of this process and device memory in use (first local device; where the
+  backend keeps no statistics, as on CPU, the bytes of all live JAX arrays of this process)."""
+  out = {}
+  try:
+    with open("/proc/self/statm") as f:
+      out["host_rss_mb"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+  except (OSError, ValueError, IndexError):
+    pass
+  stats = jax.local_devices()[0].memory_stats()
+  if stats and "bytes_in_use" in stats:
+    out["device_mem_mb"] = stats["bytes_in_use"] / 2**20
+  else:
+    out["device_mem_mb"] = sum(a.nbytes for a in jax.live_arrays()) / 2**20
+  return out
+
+
 def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dict[str, Any]:
-  """Runs (or resumes) training; returns a summary with the eval history and timings."""
+  """Runs (or resumes) training; returns a summary with the eval history and timings.
+
+  Holds workdir/LOCK for the whole run (process 0; a second trainer on the workdir is refused).
+  """
   raw = config.to_dict() if hasattr(config, "to_dict") else (
       config_lib.to_dict(config) if isinstance(config, config_lib.Config) else dict(config))
   maybe_initialize_distributed(raw)
   cfg = config_lib.resolve(raw, jax.device_count())
   lead = jax.process_index() == 0
-  writer = metrics_lib.Writer(workdir, cfg.train.num_steps, enabled=lead and not quiet)
-  writer.log(f"devices: {jax.device_count()} ({jax.devices()[0].platform}) over "
-             f"{jax.process_count()} process(es); mesh data={cfg.mesh.data} fsdp={cfg.mesh.fsdp} "
-             f"tensor={cfg.mesh.tensor}")
+  lock = ckpt_lib.WorkdirLock(workdir)
+  if lead:
+    lock.acquire(warn=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
+  try:
+    return _train(cfg, workdir, lead and not quiet)
+  finally:
+    lock.release()
+
+
+def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any]:
+  warn = (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True)) if verbose else (
+      lambda text: None)
+  log = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
+  log(f"devices: {jax.device_count()} ({jax.devices()[0].platform}) over "
+      f"{jax.process_count()} process(es); mesh data={cfg.mesh.data} fsdp={cfg.mesh.fsdp} "
+      f"tensor={cfg.mesh.tensor}")
 
   b = build(cfg)
   for f in b.replicated_params:
-    writer.log(f"replicated (its mesh axis does not divide it): {f.describe()}")
+    log(f"replicated (its mesh axis does not divide it): {f.describe()}")
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    conflicts = config_lib.resume_conflicts(ckpt_lib.read_config_json(workdir) or {}, cfg)
+  restored = None
+  if ckpt.all_steps():
+    saved = ckpt_lib.read_config_json(workdir) or {}
+    conflicts = config_lib.resume_conflicts(saved, cfg)
     if conflicts:
       raise config_lib.ConfigError(
           f"workdir {workdir} holds a run with a different config in {conflicts}; use a new "
-          f"--workdir or the same config (only {list(config_lib.RESUMABLE_SECTIONS)} may change "
-          f"on resume)")
-    state, stats = ckpt.restore(latest, *b.abstract_state, b.state_shardings,
-                                b.env_stats_shardings)
-    writer.log(f"resumed from step {latest}")
+          f"--workdir or the same config (only {list(config_lib.RESUMABLE_SECTIONS)} and "
+          f"{list(config_lib.RESUMABLE_OPTIM)} may change on resume)")
+    for change in config_lib.resume_changes(saved, cfg):
+      log(f"resuming with a changed {change}")
+    restored = ckpt.restore_latest(*b.abstract_state, b.state_shardings, b.env_stats_shardings,
+                                   warn=warn)
+    for path in ckpt.set_aside_rejected():
+      warn(f"moved the rejected checkpoint to {path}")
+  if restored is not None:
+    start, state, stats = restored
+    if start > cfg.train.num_steps:
+      raise config_lib.ConfigError(
+          f"config.train.num_steps={cfg.train.num_steps} is below the step {start} restored from "
+          f"{ckpt.directory}: the run is already past it; give --config.train.num_steps >= {start} "
+          f"(or a new --workdir)")
+    log(f"resumed from step {start}")
   else:
+    start = 0
     state, stats = b.init_fn()
   ckpt_lib.write_config(workdir, cfg)
+  writer = metrics_lib.Writer(workdir, cfg.train.num_steps, enabled=verbose, start_step=start)
+  try:
+    return _loop(cfg, b, ckpt, writer, state, stats, start, log)
+  finally:
+    ckpt.close()
+    writer.close()
 
+
+def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
   t0 = time.time()
   train_step = make_train_step(b).lower(state, stats).compile()
   compile_s = time.time() - t0
@@ -78,7 +132,7 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
   t0 = time.time()
   eval_fn = eval_fn.lower(state.params).compile()
   eval_compile_s = time.time() - t0
-  writer.log(f"compiled train step in {compile_s:.1f} s, eval in {eval_compile_s:.1f} s")
+  log(f"compiled train step in {compile_s:.1f} s, eval in {eval_compile_s:.1f} s")
 
   history: list[dict[str, Any]] = []
 
@@ -87,12 +141,14 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
     metrics_lib.check_render(m, step, "evaluation at step")
     history.append({"step": step, **m})
     writer.write(step, m, prefix="eval")
-    writer.log(f"eval @ step {step}: success {m['success_rate']:.3f} on "
-               f"{cfg.train.eval_num_states} held-out states (greedy)")
+    log(f"eval @ step {step}: success {m['success_rate']:.3f} on "
+        f"{cfg.train.eval_num_states} held-out states (greedy)")
     return m
 
-  step = int(metrics_lib.to_host({"s": state.step})["s"])
-  if step == 0 or step % cfg.train.eval_every == 0:
+  step = start
+  # an uninterrupted run evaluated here (a multiple of eval_every, or the end of an earlier run's
+  # schedule, whose row the writer dropped to write it again)
+  if step == 0 or step % cfg.train.eval_every == 0 or writer.dropped_eval_at_start:
     evaluate(step)
   step_times, train_rows = [], []
   while step < cfg.train.num_steps:
@@ -106,10 +162,17 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
     m["task_success_ema"] = metrics_lib.to_host({"t": stats.task_success})["t"]
     m.update(step_time_s=dt, samples_per_s=cfg.num_trajectories / dt,
              env_steps_per_s=cfg.num_trajectories * m["episode_length"] / dt)
-    metrics_lib.check_finite(m, step)
-    metrics_lib.check_render(m, step)
+    logged = step % cfg.train.log_every == 0 or step == cfg.train.num_steps
+    if logged:
+      m.update(memory_mb())
+    try:
+      metrics_lib.check_finite(m, step, ckpt.latest_step())
+      metrics_lib.check_render(m, step)
+    except (metrics_lib.NonFiniteError, metrics_lib.RenderOverflowError):
+      writer.write(step, m)  # the failing step's row, for the post-mortem (nothing is saved)
+      raise
     train_rows.append({"step": step, **m})
-    if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
+    if logged:
       writer.write(step, m)
       writer.progress(step, m)
     if step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps:
@@ -117,8 +180,6 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
     if step % cfg.train.eval_every == 0 or step == cfg.train.num_steps:
       if not history or history[-1]["step"] != step:
         evaluate(step)
-  ckpt.close()
-  writer.close()
   steady = sorted(step_times[1:] or step_times)
   return {"compile_s": compile_s, "eval_compile_s": eval_compile_s,
           "median_step_s": steady[len(steady) // 2] if steady else float("nan"),
