@@ -126,7 +126,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distributed = ml_collections.ConfigDict()
   c.distributed.num_processes = 1
   c.distributed.process_id = -1      # -1: taken from the cluster environment
-  c.distributed.coordinator_address = ""
+  c.distributed.coordinator_address = ""   # HOST:PORT of process 0 ("" = cluster environment)
+  c.distributed.coordinator_bind_address = ""  # "" = listen on coordinator_address only
+  c.distributed.initialization_timeout = 300   # seconds to wait for every process to join
 
   # LIBERO-style envs without their own entry (new tasks, test tasks) take the LIBERO preset
   fallback = ENV_PRESETS["libero_bowl_on_plate"] if c.env.name.startswith("libero") else {}

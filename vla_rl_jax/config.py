@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, Mapping
 
 from envs import registry as env_registry
@@ -124,6 +125,11 @@ class DistributedConfig:
   num_processes: int
   process_id: int
   coordinator_address: str
+  # seconds every process waits for all of them to join before the run stops with an error
+  initialization_timeout: int = 300
+  # where process 0's coordinator service listens: "" = the coordinator_address itself (one
+  # interface, not all of them); "0.0.0.0:PORT" where hosts reach it through a NAT'd address
+  coordinator_bind_address: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +234,14 @@ def _freeze(v: Any) -> Any:
   return v
 
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-_]*[A-Za-z0-9])?):(\d{1,5})$")
+
+
+def _host_port(addr: str) -> bool:
+  m = _HOST_PORT.match(addr)
+  return bool(m) and 1 <= int(m.group(3)) <= 65535
+
+
 def _positive(cfg: Config, *fields: str) -> None:
   for path in fields:
     section, name = path.split(".")
@@ -329,6 +343,20 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0 or cfg.optim.warmup_steps < 0:
     _fail("optim", (cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.warmup_steps),
           "weight_decay, grad_clip (0 = off) and warmup_steps must be >= 0")
+  for f in ("coordinator_address", "coordinator_bind_address"):
+    addr = getattr(cfg.distributed, f)
+    if addr and not _host_port(addr):
+      _fail(f"distributed.{f}", addr,
+            "must be HOST:PORT (a hostname, an IPv4 address or a bracketed IPv6 address, and a "
+            "port in 1..65535), or '' (coordinator: from the cluster environment; bind: the "
+            "coordinator address)")
+  if cfg.distributed.coordinator_bind_address and not cfg.distributed.coordinator_address:
+    _fail("distributed.coordinator_bind_address", cfg.distributed.coordinator_bind_address,
+          "needs distributed.coordinator_address (with the address from the cluster environment, "
+          "jax picks the bind address)")
+  if not 1 <= cfg.distributed.initialization_timeout <= 86400:
+    _fail("distributed.initialization_timeout", cfg.distributed.initialization_timeout,
+          "must be in [1, 86400] seconds")
   pid = cfg.distributed.process_id
   if pid != -1 and not 0 <= pid < cfg.distributed.num_processes:
     _fail("distributed.process_id", pid,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -27,18 +28,57 @@ def maybe_initialize_distributed(raw: Mapping[str, Any]) -> None:
 
   Must run before any other JAX call. On TPU pods and SLURM/GKE clusters the arguments come from the
   environment; explicit coordinator/process id (config.distributed) serve single-machine tests.
+  Says what it does: the coordinator address and the wait, a line every few seconds while peers
+  are missing (jax reports no partial count, so the elapsed time is what it can say), and, when
+  not all processes joined within config.distributed.initialization_timeout, one clear line and
+  exit status 1 (jax itself would abort the process from C++ a little later). Process 0's
+  coordinator service binds to the coordinator address (one interface), not to all interfaces,
+  unless distributed.coordinator_bind_address says otherwise.
   """
   d = raw["distributed"]
-  if d["num_processes"] <= 1 or jax.distributed.is_initialized():
+  n = d["num_processes"]
+  if n <= 1 or jax.distributed.is_initialized():
     return
-  kwargs: dict[str, Any] = {"num_processes": d["num_processes"]}
-  if d["coordinator_address"]:
-    kwargs["coordinator_address"] = d["coordinator_address"]
+  timeout = int(d.get("initialization_timeout", 300))
+  kwargs: dict[str, Any] = {"num_processes": n}
+  addr = d["coordinator_address"]
+  if addr:
+    kwargs["coordinator_address"] = addr
+    kwargs["coordinator_bind_address"] = d.get("coordinator_bind_address") or addr
   if d["process_id"] >= 0:
     kwargs["process_id"] = d["process_id"]
   if os.environ.get("JAX_PLATFORMS", "") == "cpu":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(**kwargs)
+  where = addr or "the address from the cluster environment"
+  me = f"process {d['process_id']}" if d["process_id"] >= 0 else "this process"
+  print(f"distributed: {me} of {n} joining the coordinator at {where}"
+        + (f" (listening on {kwargs['coordinator_bind_address']})" if d["process_id"] == 0 else "")
+        + f"; waiting up to {timeout} s for all {n} processes", flush=True)
+  joined = threading.Event()
+  t0 = time.time()
+
+  def watchdog():
+    every = min(30.0, max(1.0, timeout / 5))
+    while not joined.wait(every):
+      waited = time.time() - t0
+      if waited >= timeout:
+        print(f"launch.train: not all {n} processes joined the coordinator at {where} within "
+              f"{timeout} s (config.distributed.initialization_timeout). Start the same command "
+              f"on every host with distinct process ids 0..{n - 1} and check that the "
+              f"coordinator address is reachable from each of them (host name, port, firewall).",
+              file=sys.stderr, flush=True)
+        os._exit(1)  # jax's own timeout aborts from C++ with a stack dump; say it clearly first
+      print(f"distributed: still waiting for all {n} processes at {where} "
+            f"({waited:.0f} s of {timeout} s)", flush=True)
+
+  threading.Thread(target=watchdog, daemon=True, name="distributed-watchdog").start()
+  try:
+    # jax's deadline is later than ours, so the watchdog's message is what the user sees
+    jax.distributed.initialize(initialization_timeout=timeout + 60, **kwargs)
+  finally:
+    joined.set()
+  print(f"distributed: all {n} processes joined in {time.time() - t0:.1f} s "
+        f"(this is process {jax.process_index()})", flush=True)
 
 
 def memory_mb() -> dict[str, float]:
