@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export XLA_FLAGS ?=
 
-.PHONY: venv demo test test-slow benchmark clean
+.PHONY: venv demo test test-slow soak benchmark clean
 
 $(VENV)/.installed: requirements.txt setup.py
 	@if [ -z "$(PYTHON312)" ]; then echo "error: python3.12 not found (tried python3.12, ~/.pyenv/versions/3.12*/bin, /usr/local/bin, /usr/bin); install Python 3.12 or pass PYTHON312=/path/to/python3.12" >&2; exit 1; fi
@@ -35,6 +35,12 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -q $(XDIST) -m "slow" $(PYTEST_ARGS) tests
+
+# A 1,000-step tiny run with host and device memory sampled every 50 steps (flat within 5% after
+# warm-up); writes the curve to $(SOAK_OUT).
+SOAK_OUT ?= soak.json
+soak: venv
+	SOAK_OUT=$(abspath $(SOAK_OUT)) $(PY) -m pytest -q -m soak $(PYTEST_ARGS) tests/soak_test.py
 
 benchmark: venv
 	$(PY) -m launch.benchmark --config=configs/benchmark.py:what=all
