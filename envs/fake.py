@@ -179,13 +179,13 @@ class FakeReach(Env):
     ps = state.pipeline_state
     task_id = state.info["task_id"]
     # An ended episode stays ended (envs/base.py): its state frozen, done, success and unstable
-    # latched, so a finite step after a blow-up cannot clear `unstable` (an auto-reset wrapper
+    # latched (a truncated one too: the episode-limit wrapper sets done), so a finite step after a blow-up cannot clear `unstable` (an auto-reset wrapper
     # clears `done` before stepping, which restarts the latch).
     prev_done = state.done > 0
     new = ps.replace(pos=jnp.clip(ps.pos + self.step_size * jnp.clip(action, -1.0, 1.0), -1.0, 1.0))
     unstable = (nonfinite(new) & ~prev_done) | (prev_done & state.info["unstable"])
     new = freeze_if_unstable(ps, new, unstable | prev_done)
-    success = self._success(new, task_id) & ~unstable
+    success = jnp.where(prev_done, state.info["success"], self._success(new, task_id) & ~unstable)
     reward = (success & ~prev_done & ~state.info["success"]).astype(jnp.float32)
     done = (prev_done | success | unstable).astype(jnp.float32)
     info = {**state.info, "success": success, "unstable": unstable}
