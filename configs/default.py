@@ -7,7 +7,7 @@ overridden with `--config.rl.group_size=8` style flags.
 
 import ml_collections
 
-VARIANTS = ("tiny", "small", "base")
+from vla_rl_jax.config import VARIANTS  # config validation knows the sizes too
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 # Per-env defaults applied before the variant: episode length T, image size, chunk K.

@@ -21,6 +21,7 @@ ADVANTAGE_NAMES = ("grpo", "rloo", "dr_grpo")                   # kept equal to 
 MODEL_NAMES = ("tiny_vla",)
 STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
+VARIANTS = ("tiny", "small", "base")                            # configs/default.py's sizes
 
 
 class ConfigError(ValueError):
@@ -276,8 +277,9 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("seed", raw["seed"], "must be an integer")
   if not 0 <= raw["seed"] <= SEED_MAX:
     _fail("seed", raw["seed"], "must be in [0, 2**32) (jax.random.PRNGKey's uint32 seed)")
-  if not isinstance(raw["variant"], str):
-    _fail("variant", raw["variant"], "must be a string")
+  if raw["variant"] not in VARIANTS:
+    _fail("variant", raw["variant"], f"choose one of {list(VARIANTS)} (the size get_config built; "
+          f"choose it in the config argument, configs/default.py:variant=...)")
   cfg = Config(variant=raw["variant"], seed=raw["seed"], **sections)
 
   _positive(cfg, "env.episode_length", "env.image_size", "model.patch_size", "model.width",
@@ -360,6 +362,14 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("optim.warmup_steps", cfg.optim.warmup_steps,
           f"must be <= the run's {updates} optimiser updates (train.num_steps * rl.num_epochs * "
           f"minibatches per step): a longer warm-up never reaches optim.learning_rate")
+  if cfg.model.ordinal_scale <= 0:
+    _fail("model.ordinal_scale", cfg.model.ordinal_scale,
+          "must be > 0 (model.ordinal_head=False turns the ordinal term off)")
+  address = cfg.distributed.coordinator_address
+  host, _, port = address.rpartition(":")
+  if address and not (host and port.isdigit() and 0 < int(port) < 65536):
+    _fail("distributed.coordinator_address", address,
+          "must be '' (from the cluster environment) or HOST:PORT with a port in 1..65535")
   pid = cfg.distributed.process_id
   if pid != -1 and not 0 <= pid < cfg.distributed.num_processes:
     _fail("distributed.process_id", pid,
