@@ -7,16 +7,16 @@ overridden with `--config.rl.group_size=8` style flags.
 
 import ml_collections
 
-VARIANTS = ("tiny", "small", "base")
+from vla_rl_jax.config import VARIANTS  # config validation knows the sizes too
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 # Per-env defaults applied before the variant: episode length T, image size, chunk K.
 # LIBERO: 512 control steps (64 calls of 8 actions) at full size; tiny runs keep the chunk and cut T.
-# kwargs: the env constructor's options, listed so `--config.env.kwargs.<name>=...` can override them.
+# kwargs: preset values of the env constructor's options; get_config fills in every other declared
+# option (envs.registry.kwargs_schema) with its default, so `--config.env.kwargs.<name>=...` can set
+# any of them (a locked ConfigDict refuses a field it does not hold).
 ENV_PRESETS = {
-    "fake_reach": dict(episode_length=16, image_size=32, chunk_size=4, camera="agentview",
-                       kwargs=dict(step_size=0.1, radius=0.15, start_noise=0.1,
-                                   shuffle_targets=False)),
+    "fake_reach": dict(episode_length=16, image_size=32, chunk_size=4, camera="agentview", kwargs={}),
     # T = 128 > the scripted expert's 95th-percentile episode under LIBERO's controller (about 90
     # control steps; tests/task_test.py measures it)
     "libero_bowl_on_plate": dict(episode_length=128, image_size=32, chunk_size=8, camera="agentview",
@@ -44,6 +44,17 @@ def parse_arg(arg: str | None, allowed: dict[str, tuple[str, ...] | None]) -> di
       raise ValueError(f"config argument {k}={v!r} not allowed; choose one of {list(allowed[k])}")
     out[k] = v
   return out
+
+
+def env_defaults(name: str) -> dict:
+  """Every option the env declares, at its default ({} for an unknown env or one declaring none:
+  config validation names the problem)."""
+  from envs import registry  # noqa: PLC0415  (imports the env's module, not its assets)
+  try:
+    schema = registry.kwargs_schema(name)
+  except ValueError:
+    return {}
+  return schema.defaults() if schema is not None else {}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -138,7 +149,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.env[k] = preset[k]
   if "chunk_size" in preset:
     c.policy.chunk_size = preset["chunk_size"]
-  c.env.kwargs = ml_collections.ConfigDict(preset.get("kwargs", {}))
+  c.env.kwargs = ml_collections.ConfigDict({**env_defaults(c.env.name), **preset.get("kwargs", {})})
   if "max_text_len" in preset:  # byte tokens: LIBERO's longest instruction is about 90 bytes
     c.model.max_text_len = preset["max_text_len"]
   libero = c.env.name.startswith("libero")
@@ -164,4 +175,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
     c.optim.learning_rate = 5e-6
     c.train.num_steps = 300
+  # The policy acts in whole chunks, so a horizon is rounded up to the next multiple of the chunk:
+  # the evaluators' 220 and 300 (libero_spatial, libero_goal) become 224 and 304, never cut short
+  # (these configs failed config validation before).
+  k = c.policy.chunk_size
+  c.env.episode_length = -(-c.env.episode_length // k) * k
   return c

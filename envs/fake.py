@@ -23,12 +23,53 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from envs import schema
 from envs.base import Env, State, freeze_if_unstable, image_key, nonfinite
 
 COLOURS = ("red", "green", "blue", "yellow")
 _RGB = jnp.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40]], jnp.uint8)
 _DIRECTIONS = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], jnp.float32)
 OFF_BOARD = 8.0  # where targets that are not drawn are parked (distractors=False): never in view
+
+
+def start_reach(slot_radius: float, slot_angle: float, start_noise: float) -> float:
+  """The farthest a start position (uniform in [-start_noise, start_noise]^2) can be from its
+  target: the far corner of the start square, seen from a slot (the same for all four slots)."""
+  a = math.radians(slot_angle)
+  return math.hypot(slot_radius * abs(math.cos(a)) + start_noise,
+                    slot_radius * abs(math.sin(a)) + start_noise)
+
+
+def _radius_rule(o: dict) -> None:
+  # A radius that reaches every start position makes every episode a success before the policy
+  # acts (radius=-1 did: only radius**2 was ever used), so nothing is learned and success rates
+  # read 100%. Below this bound some start positions are outside the target disc.
+  bound = start_reach(o["slot_radius"], o["slot_angle"], o["start_noise"])
+  if o["radius"] >= bound:
+    raise schema.OptionError("radius", o["radius"], (
+        f"must be < {bound:.4g}, the farthest start position from its target (slot_radius="
+        f"{o['slot_radius']}, slot_angle={o['slot_angle']}, start_noise={o['start_noise']}); "
+        f"a larger radius solves every episode before the policy acts"))
+
+
+OPTIONS = schema.Schema(
+    options=(
+        # the board is [-1, 1]^2: a longer step crosses it in one action
+        schema.Float("step_size", 0.1, "move per action: step_size * clip(a, -1, 1)",
+                     lo=0.0, hi=2.0, lo_open=True),
+        schema.Float("radius", 0.15, "success when the agent is within this of the named target",
+                     lo=0.0, lo_open=True),
+        schema.Float("start_noise", 0.1, "start position uniform in [-start_noise, start_noise]^2 "
+                     "(on the board)", lo=0.0, hi=1.0),
+        schema.Bool("shuffle_targets", False, "colours assigned to slots at random per episode"),
+        schema.Float("slot_radius", 0.3, "distance of the four slots from the centre (on the board)",
+                     lo=0.0, hi=1.0, lo_open=True),
+        schema.Float("slot_angle", 0.0, "slots turned this many degrees counter-clockwise",
+                     lo=-360.0, hi=360.0),
+        schema.Bool("distractors", True, "draw the three other targets too"),
+    ),
+    cameras=("agentview",),   # one top-down view
+    rules=(_radius_rule,))
 
 
 @struct.dataclass
@@ -44,16 +85,16 @@ class FakeReach(Env):
                step_size: float = 0.1, radius: float = 0.15, start_noise: float = 0.1,
                shuffle_targets: bool = False, slot_radius: float = 0.3, slot_angle: float = 0.0,
                distractors: bool = True):
-    if image_size <= 0:
-      raise ValueError(f"image_size={image_size} must be > 0")
-    if not 0.0 < slot_radius <= 1.0:
-      raise ValueError(f"slot_radius={slot_radius} must be in (0, 1]")
+    schema.Int("image_size", 32, "square image side", lo=1).check(image_size)
+    o = OPTIONS.check(dict(step_size=step_size, radius=radius, start_noise=start_noise,
+                           shuffle_targets=shuffle_targets, slot_radius=slot_radius,
+                           slot_angle=slot_angle, distractors=distractors), "fake_reach")
     self._size = int(image_size)
-    self._cameras = tuple(cameras)
-    self.step_size, self.radius = float(step_size), float(radius)
-    self.start_noise, self.shuffle_targets = float(start_noise), bool(shuffle_targets)
-    self.slot_radius, self.slot_angle = float(slot_radius), float(slot_angle)
-    self.distractors = bool(distractors)
+    self._cameras = OPTIONS.check_cameras(cameras, "fake_reach")
+    self.step_size, self.radius = o["step_size"], o["radius"]
+    self.start_noise, self.shuffle_targets = o["start_noise"], o["shuffle_targets"]
+    self.slot_radius, self.slot_angle = o["slot_radius"], o["slot_angle"]
+    self.distractors = o["distractors"]
 
   @property
   def slots(self) -> jax.Array:
@@ -137,12 +178,16 @@ class FakeReach(Env):
   def physics_step(self, state: State, action: jax.Array) -> State:
     ps = state.pipeline_state
     task_id = state.info["task_id"]
+    # An ended episode stays ended (envs/base.py): its state frozen, done, success and unstable
+    # latched (a truncated one too: the episode-limit wrapper sets done), so a finite step after a blow-up cannot clear `unstable` (an auto-reset wrapper
+    # clears `done` before stepping, which restarts the latch).
+    prev_done = state.done > 0
     new = ps.replace(pos=jnp.clip(ps.pos + self.step_size * jnp.clip(action, -1.0, 1.0), -1.0, 1.0))
-    unstable = nonfinite(new)
-    new = freeze_if_unstable(ps, new, unstable)
-    success = self._success(new, task_id) & ~unstable
-    reward = (success & ~state.info["success"]).astype(jnp.float32)
-    done = (success | unstable).astype(jnp.float32)
+    unstable = (nonfinite(new) & ~prev_done) | (prev_done & state.info["unstable"])
+    new = freeze_if_unstable(ps, new, unstable | prev_done)
+    success = jnp.where(prev_done, state.info["success"], self._success(new, task_id) & ~unstable)
+    reward = (success & ~prev_done & ~state.info["success"]).astype(jnp.float32)
+    done = (prev_done | success | unstable).astype(jnp.float32)
     info = {**state.info, "success": success, "unstable": unstable}
     images = {image_key(c): state.obs[image_key(c)] for c in self._cameras}  # stale until observe
     return state.replace(pipeline_state=new, obs=self._obs(new, task_id, images), reward=reward, done=done,
@@ -155,5 +200,6 @@ class FakeReach(Env):
     return jnp.clip(delta / self.step_size, -1.0, 1.0)
 
 
+@schema.declares(OPTIONS)
 def make_fake_reach(*, image_size: int, cameras: Sequence[str], **kwargs) -> FakeReach:
-  return FakeReach(image_size=image_size, cameras=cameras, **kwargs)
+  return FakeReach(image_size=image_size, cameras=cameras, **OPTIONS.check(kwargs, "fake_reach"))

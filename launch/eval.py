@@ -13,13 +13,15 @@ a caption) for the first `--num_videos` tasks' state 0, and a contact sheet PNG.
 """
 
 import json
+import math
 import os
 import sys
 import time
+from typing import Any, Mapping
 
 from absl import app, flags, logging
 
-from launch.common import fail, preset_env
+from launch.common import fail, parse_flags, parse_task_ids, preset_env
 
 POLICIES = ("checkpoint", "expert")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir (policy=checkpoint).")
@@ -44,9 +46,73 @@ def _fail(msg: str) -> None:
   fail("launch.eval", msg)
 
 
+FLAGS_CHECKED = ("workdir", "checkpoint", "step", "policy", "env", "task_ids", "num_states",
+                 "temperature", "episode_length", "out", "video_dir", "num_videos", "video_size")
+MAX_VIDEO_SIZE = 1024   # pixels per camera side: frames are held in memory, T x cameras x H x W x 3
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """Steps of the complete checkpoints under workdir/checkpoints (orbax renames a step's
+  temporary directory to its number once it is complete)."""
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def check_args(a: Mapping[str, Any]) -> None:
+  """Every argument checked at start-up, before jax or an env is built: a bad one ends the program
+  with one line naming the flag, the value and what is allowed (status 2)."""
+  def bad(flag: str, allowed: str) -> None:
+    value = ",".join(a[flag]) if isinstance(a[flag], (list, tuple)) else a[flag]
+    _fail(f"--{flag}={value}: {allowed}")
+
+  if a["num_states"] is not None and a["num_states"] <= 0:
+    bad("num_states", "must be > 0 (held-out states drawn at random)")
+  t = a["temperature"]
+  if t is not None and not (math.isfinite(t) and t >= 0):
+    bad("temperature", "must be a finite number >= 0 (0 = greedy)")
+  if a["episode_length"] is not None and a["episode_length"] <= 0:
+    bad("episode_length", "must be > 0 (control steps per episode)")
+  if a["num_videos"] < 0:
+    bad("num_videos", "must be >= 0 (episodes to film)")
+  if not 1 <= a["video_size"] <= MAX_VIDEO_SIZE:
+    bad("video_size", f"must be in [1, {MAX_VIDEO_SIZE}] (pixels per camera side)")
+  if a["step"] is not None and a["step"] < 0:
+    bad("step", "must be >= 0 (a saved checkpoint's step)")
+  if a["policy"] == "expert":
+    for f in ("workdir", "checkpoint", "step", "num_states", "temperature"):
+      if a[f] is not None:
+        bad(f, "applies to --policy=checkpoint only (the expert acts greedily on the env's "
+               "whole evaluation set)")
+    if not a["env"]:
+      _fail("--policy=expert needs --env=NAME (a LIBERO suite or task)")
+    from envs import registry  # noqa: PLC0415
+    if a["env"] not in registry.names():
+      bad("env", f"unknown env; registered envs: {list(registry.names())}")
+    if a["task_ids"]:
+      parse_task_ids("launch.eval", a["task_ids"], a["env"])
+    return
+  for f in ("env", "task_ids"):
+    if a[f]:
+      bad(f, "applies to --policy=expert only (a checkpoint's env comes from its saved config)")
+  if a["workdir"] and a["checkpoint"] and a["workdir"] != a["checkpoint"]:
+    _fail(f"--workdir={a['workdir']} and --checkpoint={a['checkpoint']} differ (synonyms: give one)")
+  workdir = a["workdir"] or a["checkpoint"]
+  if not workdir:
+    _fail("give --workdir=DIR (a training run) or --policy=expert --env=NAME")
+  flag = "workdir" if a["workdir"] else "checkpoint"
+  if not os.path.isdir(workdir):
+    bad(flag, "no such directory")
+  if a["step"] is not None:
+    steps = saved_steps(workdir)
+    if a["step"] not in steps:
+      bad("step", f"no complete checkpoint of that step under {workdir}/checkpoints; saved steps: "
+                  f"{steps}")
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  check_args({f: flags.FLAGS[f].value for f in FLAGS_CHECKED})
   if _POLICY.value == "expert":
     report = _eval_expert()
   else:
@@ -178,4 +244,4 @@ def _eval_checkpoint() -> dict:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags("launch.eval"))

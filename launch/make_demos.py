@@ -14,7 +14,7 @@ import time
 
 from absl import app, flags, logging
 
-from launch.common import fail, preset_env
+from launch.common import fail, parse_flags, preset_env
 
 _SUITE = flags.DEFINE_string("suite", None, "A LIBERO-MJX env: libero_spatial, libero_object, "
                              "libero_goal, libero_10 (or another registered LIBERO env).")
@@ -31,8 +31,26 @@ _ATTEMPTS = flags.DEFINE_integer("max_attempts", 4, "Give up on a task after thi
 _FORCE = flags.DEFINE_bool("overwrite", False, "Replace an existing demonstration directory.")
 
 
+SEED_STRIDE = 1_000_003   # --seed=s starts the episode seeds at s * SEED_STRIDE
+
+
 def _fail(msg: str) -> None:
   fail("launch.make_demos", msg)
+
+
+MAX_SEED = (2**31 - 1) // SEED_STRIDE - 1   # episode seeds (seed * SEED_STRIDE + n) are int32
+
+
+def check_args(a) -> None:
+  """The numeric flags, before anything is built: one line naming the flag (status 2)."""
+  for flag, lo, hi, what in (("image_size", 1, 1024, "pixels per camera side"),
+                             ("episode_length", 1, 100_000, "control steps"),
+                             ("seed", 0, MAX_SEED, "episode seeds are seed * 1000003 + n, int32"),
+                             ("batch", 1, 100_000, "episodes run together"),
+                             ("max_attempts", 1, 1000, "tries per demonstration")):
+    v = a[flag]
+    if v is not None and not lo <= v <= hi:
+      _fail(f"--{flag}={v}: must be in [{lo}, {hi}] ({what})")
 
 
 def main(argv):
@@ -42,6 +60,8 @@ def main(argv):
     _fail("--suite and --out are required")
   if not 1 <= _PER_TASK.value <= 50:
     _fail(f"--per_task={_PER_TASK.value}: allowed 1..50")
+  check_args({f: flags.FLAGS[f].value for f in ("image_size", "episode_length", "seed", "batch",
+                                                "max_attempts")})
   from envs.tasks import experts
   from vla_rl_jax import demos, evaluation
 
@@ -50,7 +70,7 @@ def main(argv):
     _fail(f"{out} already holds demonstrations (pass --overwrite to replace them)")
   env, kwargs, horizon = preset_env("launch.make_demos", name, image_size=_SIZE.value,
                                     cameras=_CAMS.value, task_ids=_TASKS.value,
-                                    episode_length=_T.value)
+                                    episode_length=_T.value, env_flag="suite")
   os.makedirs(out, exist_ok=True)
   if not hasattr(env, "reset_task"):
     _fail(f"env {name!r} cannot reset a given task from its training stream (reset_task)")
@@ -66,7 +86,7 @@ def main(argv):
   need = {k: _PER_TASK.value for k in range(env.num_tasks)}
   tries = {k: 0 for k in need}
   got: dict[int, list] = {k: [] for k in need}
-  next_seed = _SEED.value * 1_000_003
+  next_seed = _SEED.value * SEED_STRIDE
   t0 = time.time()
   while any(need.values()):
     starts = []
@@ -108,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags("launch.make_demos"))

@@ -6,12 +6,13 @@
 Run the same command on every host of a pod with --config.distributed.num_processes=<hosts>.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch.common import fail
+from launch.common import fail, loaded_config, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).",
                                           lock_config=True)
@@ -23,16 +24,20 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
+  workdir = _WORKDIR.value
+  if not workdir.strip() or (os.path.exists(workdir) and not os.path.isdir(workdir)):
+    fail("launch.train", f"--workdir={workdir}: must name a directory (created if missing)")
   from vla_rl_jax import trainer  # after flag parsing; jax stays uninitialised until here
-  from vla_rl_jax import checkpoint, config, metrics
+  from vla_rl_jax import checkpoint, metrics
+  from vla_rl_jax.config import ConfigError
   try:
-    summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = trainer.train_and_evaluate(loaded_config("launch.train", _CONFIG), workdir)
   except (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError,
           metrics.RenderOverflowError) as e:
     # the run cannot go on as configured: one line that says why and what to do, exit 1
     print(f"launch.train: {e}", file=sys.stderr, flush=True)
     raise SystemExit(1) from None
-  except config.ConfigError as e:
+  except ConfigError as e:   # raised by config.resolve, before anything is compiled
     fail("launch.train", str(e))
   evals = summary["eval"]
   if evals:
@@ -42,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags("launch.train"))

@@ -7,17 +7,21 @@ import sys
 import pytest
 
 from configs.default import get_config
+from envs import registry
 from vla_rl_jax import config as config_lib
 from vla_rl_jax.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def resolve_with(num_devices=8, **overrides):
-  d = get_config("variant=tiny").to_dict()  # a plain dict: wrong types reach the validator too
+def resolve_with(num_devices=8, arg="variant=tiny", **overrides):
+  d = get_config(arg).to_dict()  # a plain dict: wrong types reach the validator too
   for path, v in overrides.items():
-    section, name = path.split("__")
-    d[section][name] = v
+    *sections, name = path.split("__")
+    node = d
+    for section in sections:
+      node = node[section]
+    node[name] = v
   return config_lib.resolve(d, num_devices)
 
 
@@ -30,9 +34,14 @@ def test_default_variants_resolve():
 
 
 def test_config_roundtrips_through_json():
-  cfg = resolve_with(env__kwargs={"radius": 0.2, "slots": (1, 2)})
-  assert config_lib.loads(config_lib.dumps(cfg), 8) == cfg  # tuples survive JSON's lists
+  cfg = resolve_with(env__kwargs={"radius": 0.2})
+  assert dict(cfg.env.kwargs)["step_size"] == 0.1   # every declared option recorded, defaults too
+  assert config_lib.loads(config_lib.dumps(cfg), 8) == cfg
   hash(cfg)  # closures need hashable static config
+  suite = resolve_with(arg="variant=tiny,env=libero_goal", env__kwargs__task_ids=[1, 2])
+  assert dict(suite.env.kwargs)["task_ids"] == (1, 2)
+  assert config_lib.loads(config_lib.dumps(suite), 8) == suite  # tuples survive JSON's lists
+  hash(suite)
   assert config_lib.resume_conflicts(config_lib.to_dict(cfg), cfg) == []
   other = resolve_with(rl__clip_high=0.2, train__num_steps=7, mesh__fsdp=2)
   # schedule and topology may change on resume; the algorithm may not
@@ -82,7 +91,12 @@ def test_unknown_fields_and_args_are_rejected():
   c = get_config("variant=tiny")
   d = c.to_dict()
   d["rl"]["grup_size"] = 8
-  with pytest.raises(ConfigError, match="config.rl has unknown field.*grup_size"):
+  with pytest.raises(ConfigError) as e:
+    config_lib.resolve(d, 8)
+  assert str(e.value) == "config.rl.grup_size: unknown field; did you mean 'group_size'?"
+  d = c.to_dict()
+  d["sed"] = 1
+  with pytest.raises(ConfigError, match=r"^config.sed: unknown field; did you mean 'seed'\?$"):
     config_lib.resolve(d, 8)
   with pytest.raises(ValueError, match="allowed keys"):
     get_config("varient=tiny")
@@ -96,9 +110,100 @@ def test_cli_bad_config_fails_before_jit_with_clear_message(tmp_path):
       [sys.executable, "-m", "launch.train", "--config=configs/default.py:variant=tiny",
        f"--workdir={tmp_path}", "--config.rl.group_size=1"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode != 0
-  assert "config.rl.group_size=1: must be >= 2" in out.stderr
-  # failed at start-up: nothing was traced or compiled, no checkpoint written
-  assert "jit" not in out.stderr.lower() and "Traceback" not in out.stderr
-  assert out.returncode == 2 and out.stderr.startswith("launch.train: config.rl.group_size=1")
+  assert out.returncode == 2
+  # one line, no traceback; failed at start-up: nothing was traced or compiled, nothing written
+  assert out.stderr.strip().splitlines() == [
+      "launch.train: config.rl.group_size=1: must be >= 2 (group-relative advantages compare "
+      "rollouts from one initial state)"], out.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_cli_unknown_override_is_one_line_with_a_suggestion(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.train", "--config=configs/default.py:variant=tiny",
+       f"--workdir={tmp_path}", "--config.rl.grop_size=8"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      "launch.train: --config.rl.grop_size=8: config.rl has no field 'grop_size'; "
+      "did you mean 'group_size'?"], out.stderr
+
+
+def _parse_flags(*argv):
+  """The ConfigDict launch.train gets from these flags (absl + ml_collections, in process)."""
+  from absl import flags
+  from ml_collections import config_flags
+  fv = flags.FlagValues()
+  argv = ["prog", *argv]
+  holder = config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                           sys_argv=argv)   # overrides are read from argv
+  fv(argv)
+  return holder.value
+
+
+def test_every_env_option_is_settable_from_flags():
+  for name in ("fake_reach", "libero_bowl_on_plate", "libero_goal"):
+    c = get_config(f"variant=tiny,env={name}")
+    assert set(c.env.kwargs) == set(registry.kwargs_schema(name).names), name
+  # a LIBERO option (and a physics field, flat) set through the flag path reaches the env's kwargs
+  c = _parse_flags("--config=configs/default.py:variant=tiny,env=libero_goal",
+                   "--config.env.kwargs.num_steps_wait=3", "--config.env.kwargs.task_ids=(4,1)",
+                   "--config.env.kwargs.timestep=0.0025", "--config.env.kwargs.solver=CG")
+  kw = dict(config_lib.resolve(c, 8).env.kwargs)
+  assert (kw["num_steps_wait"], kw["task_ids"], kw["timestep"], kw["solver"]) == (3, (4, 1), 0.0025, "CG")
+  assert kw["protocol"] == "held_out"   # the preset's value kept
+
+
+@pytest.mark.parametrize("arg, kwargs, field, allowed", [
+    ("", dict(radius=-1.0), "radius=-1.0", "must be > 0"),
+    ("", dict(radius=0.5), "radius=0.5", "must be < 0.4123"),   # solved before the policy acts
+    ("", dict(step_size=float("nan")), "step_size=nan", "finite"),
+    ("", dict(start_noise=-0.1), "start_noise=-0.1", "must be in [0.0, 1.0]"),
+    ("", dict(shuffle_targets="yes"), "shuffle_targets='yes'", "True or False"),
+    ("", dict(radus=0.1), "radus=0.1", "did you mean 'radius'?"),
+    (",env=libero_goal", dict(protocol="same"), "protocol='same'", "held_out"),
+    (",env=libero_goal", dict(num_steps_wait=-1), "num_steps_wait=-1", "[0, 500]"),
+    (",env=libero_goal", dict(task_ids=(0, 10)), "task_ids=(0, 10)", "[0, 9]"),
+    (",env=libero_goal", dict(timestep=0.003), "timestep=0.003", "must divide the control period"),
+    (",env=libero_goal", dict(iterations=0), "iterations=0", "[1, 100]"),
+    (",env=libero_goal", dict(solver="PGS"), "solver='PGS'", "Newton"),
+    (",env=libero_goal", dict(color_jitter=float("inf")), "color_jitter=inf", "finite"),
+    (",env=libero_goal", dict(render_kwargs={"tile": 4}), "render_kwargs=", "Python only"),
+    (",env=libero_bowl_on_plate", dict(settle_substeps=-3), "settle_substeps=-3", "[0, 2000]"),
+])
+def test_bad_env_kwargs_name_the_option(arg, kwargs, field, allowed):
+  c = get_config("variant=tiny" + arg).to_dict()
+  c["env"]["kwargs"].update(kwargs)
+  with pytest.raises(ConfigError) as e:
+    config_lib.resolve(c, 8)
+  msg = str(e.value)
+  assert msg.startswith(f"config.env.kwargs.{field}") and allowed in msg, msg
+
+
+@pytest.mark.parametrize("overrides, field, allowed", [
+    (dict(env__camera="wrist"), "env.camera='wrist'", "env 'fake_reach' has cameras ['agentview']"),
+    (dict(seed=2**40), "seed=1099511627776", "[0, 2**32)"),
+    (dict(seed=-1), "seed=-1", "[0, 2**32)"),
+    (dict(optim__warmup_steps=2**40), "optim.warmup_steps=1099511627776", "int32"),
+    (dict(optim__warmup_steps=10**6), "optim.warmup_steps=1000000", "<= the run's 240 optimiser"),
+    (dict(train__num_steps=2**31), "train.num_steps=2147483648", "int32"),
+    (dict(rl__num_prompts=-2**33), "rl.num_prompts=-8589934592", "int32"),
+])
+def test_ints_and_camera_are_range_checked(overrides, field, allowed):
+  d = get_config("variant=tiny").to_dict()
+  for path, v in overrides.items():
+    *sections, name = path.split("__")
+    node = d
+    for section in sections:
+      node = node[section]
+    node[name] = v
+  with pytest.raises(ConfigError) as e:
+    config_lib.resolve(d, 8)
+  msg = str(e.value)
+  assert msg.startswith(f"config.{field}:") and allowed in msg, msg
+
+
+def test_a_camera_the_env_has_is_accepted():
+  cfg = resolve_with(arg="variant=tiny,env=libero_goal", env__camera="wrist")
+  assert cfg.env.camera == "wrist"   # a LIBERO env renders its wrist camera too

@@ -121,3 +121,52 @@ def test_slot_radius_must_be_on_the_board():
   for bad in (0.0, -0.3, 1.5):
     with pytest.raises(ValueError, match="slot_radius"):
       FakeReach(slot_radius=bad)
+
+
+def test_blow_up_latches_unstable_and_done_under_jit():
+  """envs/base.py: a physics blow-up ends the episode; a finite step after it must not clear
+  `unstable` or `done` (it did: both were recomputed from the next, finite, state)."""
+  env = FakeReach(image_size=8)
+  step = jax.jit(jax.vmap(env.step))
+  s = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(1), 3))
+  s = step(s, jnp.zeros((3, 2)).at[1].set(jnp.nan))
+  pos = np.asarray(s.pipeline_state.pos)[1]
+  for _ in range(2):
+    s = step(s, jnp.full((3, 2), 0.5))   # finite actions
+    assert bool(s.info["unstable"][1]) and float(s.done[1]) == 1.0
+    assert not bool(s.info["success"][1]) and float(s.reward[1]) == 0.0
+    np.testing.assert_array_equal(np.asarray(s.pipeline_state.pos)[1], pos)   # frozen
+  assert not np.any(np.asarray(s.info["unstable"])[[0, 2]])
+
+
+def test_success_latches_and_a_later_blow_up_does_not_undo_it():
+  env = FakeReach(image_size=8)
+  step = jax.jit(env.step)
+  s = env.reset(jax.random.PRNGKey(3))
+  while not bool(s.info["success"]):
+    s = step(s, env.expert_action(s))
+  for a in (-env.expert_action(s), jnp.full((2,), jnp.nan)):   # away from the target; NaN
+    s = step(s, a)
+    assert bool(s.info["success"]) and float(s.done) == 1.0 and not bool(s.info["unstable"])
+    assert float(s.reward) == 0.0   # the reward came once
+
+
+@pytest.mark.parametrize("kwargs, name, allowed", [
+    (dict(radius=-1.0), "radius=-1.0", "> 0"),
+    (dict(radius=0.45), "radius=0.45", "solves every episode before the policy acts"),
+    (dict(step_size=float("nan")), "step_size=nan", "finite"),
+    (dict(step_size=0.0), "step_size=0.0", "(0.0, 2.0]"),
+    (dict(start_noise=1.5), "start_noise=1.5", "[0.0, 1.0]"),
+    (dict(slot_angle=float("inf")), "slot_angle=inf", "finite"),
+    (dict(distractors=1), "distractors=1", "True or False"),
+    (dict(cameras=("wrist",)), "cameras=('wrist',)", "['agentview']"),
+    (dict(image_size=0), "image_size=0", ">= 1"),
+])
+def test_constructor_and_registry_reject_bad_options(kwargs, name, allowed):
+  for make in (lambda kw: FakeReach(**kw),
+               lambda kw: registry.make("fake_reach", **{"image_size": 8, "cameras": ("agentview",), **kw})):
+    with pytest.raises(ValueError) as e:
+      make(kwargs)
+    assert str(e.value).startswith(name) and allowed in str(e.value), str(e.value)
+  with pytest.raises(ValueError, match=r"^radus=0.1: unknown option of env 'fake_reach'; did you mean 'radius'\?"):
+    registry.make("fake_reach", image_size=8, cameras=("agentview",), radus=0.1)

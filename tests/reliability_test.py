@@ -262,3 +262,13 @@ def test_resume_may_change_the_learning_rate_but_not_the_optimiser_structure(tmp
   assert config_lib.resume_conflicts(saved, no_clip) == [
       "optim (grad_clip/warmup_steps switched on or off)"]
   assert math.isfinite(lower.optim.learning_rate)
+
+
+def test_a_run_saved_before_env_options_were_recorded_still_resumes():
+  from vla_rl_jax import config as config_lib
+  cfg = config_lib.resolve(config(2), 8)
+  saved = config_lib.to_dict(cfg)
+  saved["env"]["kwargs"] = {"radius": saved["env"]["kwargs"]["radius"]}  # defaults not written
+  assert config_lib.resume_conflicts(saved, cfg) == []
+  saved["env"]["kwargs"]["radius"] = 0.2
+  assert config_lib.resume_conflicts(saved, cfg) == ["env"]

@@ -164,3 +164,21 @@ def test_every_preset_horizon_exceeds_the_expert(clean_run):
   for v in VARIANTS:
     t = get_config(f"variant={v},env=libero_bowl_on_plate").env.episode_length
     assert t > p95, (v, t, p95)
+
+
+def test_ended_episodes_stay_ended_under_jit(env):
+  """envs/base.py: once an episode ends, later steps keep `done`, `success` and `unstable` as they
+  were. Env 0 ended in success and then gets a NaN action (the step used to turn the success into
+  an unstable failure); env 1 blows up on a NaN action, then gets finite ones."""
+  step = jax.jit(jax.vmap(env.step))
+  s = step(jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2)), jnp.zeros((2, 7)))
+  s = s.replace(done=s.done.at[0].set(1.0), info={**s.info, "success": s.info["success"].at[0].set(True)})
+  nan = jnp.full((2, 7), jnp.nan)
+  s = step(s, nan)
+  assert bool(s.info["unstable"][1]) and float(s.done[1]) == 1.0
+  for a in (jnp.zeros((2, 7)), nan.at[1].set(0.0)):
+    s = step(s, a)
+    assert bool(s.info["success"][0]) and not bool(s.info["unstable"][0]) and float(s.done[0]) == 1.0
+    assert bool(s.info["unstable"][1]) and not bool(s.info["success"][1]) and float(s.done[1]) == 1.0
+    np.testing.assert_array_equal(s.reward, 0.0)
+    assert np.all(np.isfinite(np.asarray(s.pipeline_state.qpos)))

@@ -8,18 +8,21 @@ downstream sees a ConfigDict: closures capture these frozen (hashable) dataclass
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
 from typing import Any, Mapping
 
 from envs import registry as env_registry
+from envs import schema as env_schema
 
 LOSS_NAMES = ("ppo_clip", "ppo_clip_token_mean", "reinforce")  # kept equal to rl.losses.LOSSES (tested)
 ADVANTAGE_NAMES = ("grpo", "rloo", "dr_grpo")                   # kept equal to rl.advantages (tested)
 MODEL_NAMES = ("tiny_vla",)
 STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
+VARIANTS = ("tiny", "small", "base")                            # configs/default.py's sizes
 
 
 class ConfigError(ValueError):
@@ -192,11 +195,23 @@ def _fail(field: str, value: Any, allowed: str) -> None:
   raise ConfigError(f"config.{field}={value!r}: {allowed}")
 
 
+INT32_MAX = 2**31 - 1   # ints reach jit as int32 constants and shapes: larger ones overflow there
+SEED_MAX = 2**32 - 1    # jax.random.PRNGKey takes a uint32 seed
+
+
+def _unknown(where: str, unknown: list[str], known) -> None:
+  """One line: the first unknown field, the closest known one, the rest that were unknown."""
+  close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+  hint = f"did you mean {close[0]!r}?" if close else f"known fields: {sorted(known)}"
+  more = f" (also unknown: {unknown[1:]})" if len(unknown) > 1 else ""
+  raise ConfigError(f"{where}.{unknown[0]}: unknown field; {hint}{more}")
+
+
 def _section(name: str, cls: type, raw: Mapping[str, Any]):
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(raw) - set(fields))
   if unknown:
-    raise ConfigError(f"config.{name} has unknown field(s) {unknown}; known fields: {sorted(fields)}")
+    _unknown(f"config.{name}", unknown, fields)
   missing = sorted(k for k, f in fields.items()
                    if k not in raw and f.default is dataclasses.MISSING)
   if missing:
@@ -207,10 +222,14 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
       continue
     v = raw[k]
     if k == "kwargs":
+      if not isinstance(v, (Mapping, tuple)):
+        _fail(f"{name}.{k}", v, "must be a mapping of the env's options")
       v = tuple(sorted((kk, _freeze(vv)) for kk, vv in dict(v).items()))
     elif f.type in ("int",):
       if isinstance(v, bool) or not isinstance(v, int):
         _fail(f"{name}.{k}", v, "must be an integer")
+      if not -INT32_MAX - 1 <= v <= INT32_MAX:
+        _fail(f"{name}.{k}", v, f"must fit in int32 (|value| < 2**31): it reaches jit as one")
     elif f.type in ("float",):
       if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         _fail(f"{name}.{k}", v, "must be a finite number")
@@ -260,14 +279,22 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   top = {"variant", "seed", *_SECTIONS}
   unknown = sorted(set(raw) - top)
   if unknown:
-    raise ConfigError(f"config has unknown top-level field(s) {unknown}; known: {sorted(top)}")
+    _unknown("config", unknown, top)
   for k in top:
     if k not in raw and k not in _OPTIONAL_SECTIONS:
       raise ConfigError(f"config is missing the {k!r} field")
+  for k in _SECTIONS:
+    if k in raw and not isinstance(raw[k], Mapping):
+      _fail(k, raw[k], "must be a section (a mapping of fields)")
   sections = {k: _section(k, cls, raw.get(k, {})) for k, cls in _SECTIONS.items()}
   if isinstance(raw["seed"], bool) or not isinstance(raw["seed"], int):
     _fail("seed", raw["seed"], "must be an integer")
-  cfg = Config(variant=str(raw["variant"]), seed=raw["seed"], **sections)
+  if not 0 <= raw["seed"] <= SEED_MAX:
+    _fail("seed", raw["seed"], "must be in [0, 2**32) (jax.random.PRNGKey's uint32 seed)")
+  if raw["variant"] not in VARIANTS:
+    _fail("variant", raw["variant"], f"choose one of {list(VARIANTS)} (the size get_config built; "
+          f"choose it in the config argument, configs/default.py:variant=...)")
+  cfg = Config(variant=raw["variant"], seed=raw["seed"], **sections)
 
   _positive(cfg, "env.episode_length", "env.image_size", "model.patch_size", "model.width",
             "model.depth", "model.num_heads", "model.mlp_dim", "model.max_text_len",
@@ -282,6 +309,7 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
 
   if cfg.env.name not in env_registry.names():
     _fail("env.name", cfg.env.name, f"unknown env; registered envs: {list(env_registry.names())}")
+  cfg = dataclasses.replace(cfg, env=_env_options(cfg.env))
   if cfg.model.name not in MODEL_NAMES:
     _fail("model.name", cfg.model.name, f"unknown model; choose one of {list(MODEL_NAMES)}")
   if cfg.model.dtype not in DTYPES:
@@ -343,6 +371,14 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if cfg.optim.weight_decay < 0 or cfg.optim.grad_clip < 0 or cfg.optim.warmup_steps < 0:
     _fail("optim", (cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.warmup_steps),
           "weight_decay, grad_clip (0 = off) and warmup_steps must be >= 0")
+  updates = cfg.train.num_steps * cfg.rl.num_epochs * max(cfg.num_minibatches, 1)
+  if cfg.optim.warmup_steps > updates:
+    _fail("optim.warmup_steps", cfg.optim.warmup_steps,
+          f"must be <= the run's {updates} optimiser updates (train.num_steps * rl.num_epochs * "
+          f"minibatches per step): a longer warm-up never reaches optim.learning_rate")
+  if cfg.model.ordinal_scale <= 0:
+    _fail("model.ordinal_scale", cfg.model.ordinal_scale,
+          "must be > 0 (model.ordinal_head=False turns the ordinal term off)")
   for f in ("coordinator_address", "coordinator_bind_address"):
     addr = getattr(cfg.distributed, f)
     if addr and not _host_port(addr):
@@ -365,6 +401,21 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if num_devices is not None:
     cfg = _resolve_mesh(cfg, num_devices)
   return cfg
+
+
+def _env_options(env: EnvConfig) -> EnvConfig:
+  """The env's options checked by its own declared schema (envs.schema), every one filled in (so
+  a saved config records them all), and the camera checked against the env's cameras."""
+  try:
+    kwargs = env_registry.check_kwargs(env.name, dict(env.kwargs), python=False)
+  except env_schema.OptionError as e:
+    _fail(f"env.kwargs.{e.name}", e.value, e.allowed)
+  cameras = env_registry.cameras(env.name)
+  if cameras is not None and env.camera not in cameras:
+    close = difflib.get_close_matches(env.camera, cameras, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    _fail("env.camera", env.camera, f"env {env.name!r} has cameras {list(cameras)}{hint}")
+  return dataclasses.replace(env, kwargs=tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
 
 
 def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
@@ -459,6 +510,13 @@ def resume_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[str]:
   now = json.loads(dumps(cfg))
   saved = json.loads(json.dumps(saved, sort_keys=True))  # tuples and lists compare alike
   out = []
+  if isinstance(saved.get("env"), Mapping):  # a run saved before its env declared every option
+    try:
+      env = dict(saved["env"])
+      env["kwargs"] = env_registry.check_kwargs(env["name"], env.get("kwargs") or {})
+      saved = {**saved, "env": json.loads(json.dumps(env, sort_keys=True))}
+    except (ValueError, KeyError):
+      pass  # an option the env no longer allows: the sections differ, reported below
   for k in sorted(now):
     if k in RESUMABLE_SECTIONS or saved.get(k) == now[k]:
       continue

@@ -17,6 +17,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
+from envs import schema
 from envs.robots import panda
 from envs.tasks import fixtures as fixtures_lib
 from envs.tasks import objects as objects_lib
@@ -65,13 +66,43 @@ class PhysicsConfig:
   density: float = 1.2
   viscosity: float = 2e-5
 
+  def __post_init__(self):
+    # the same checks as the flag path (LIBERO envs take these fields as flat options)
+    for o in PHYSICS_OPTIONS:
+      o.check(getattr(self, o.name))
+    self.substeps  # noqa: B018  (raises when the timestep does not divide the control period)
+
   @property
   def substeps(self) -> int:
     n = round(1.0 / (self.control_hz * self.timestep))
-    if abs(n * self.timestep * self.control_hz - 1.0) > 1e-6:
-      raise ValueError(f"timestep {self.timestep} does not divide the control period "
-                       f"1/{self.control_hz} s")
+    if n < 1 or abs(n * self.timestep * self.control_hz - 1.0) > 1e-6:
+      raise schema.OptionError("timestep", self.timestep, f"must divide the control period "
+                               f"1/control_hz = 1/{self.control_hz} s")
     return n
+
+
+# PhysicsConfig's fields as env options (defaults from the dataclass: one source of truth). Bounds:
+# past 10 ms a step of this contact-rich scene goes unstable; the controller runs 1-500 Hz; MJX
+# solves with Newton or CG, on pyramidal or elliptic cones, in its JAX implementation here.
+_P = PhysicsConfig.__dataclass_fields__
+PHYSICS_OPTIONS = (
+    schema.Float("timestep", _P["timestep"].default, "physics step, s (must divide 1/control_hz)",
+                 lo=0.0, hi=0.01, lo_open=True),
+    schema.Float("control_hz", _P["control_hz"].default, "policy actions per second",
+                 lo=1.0, hi=500.0),
+    schema.Choice("solver", _P["solver"].default, "MJX constraint solver", choices=("Newton", "CG")),
+    schema.Int("iterations", _P["iterations"].default, "solver iterations", lo=1, hi=100),
+    schema.Int("ls_iterations", _P["ls_iterations"].default, "line-search iterations", lo=1, hi=100),
+    schema.Choice("cone", _P["cone"].default, "friction cone", choices=("pyramidal", "elliptic")),
+    schema.Float("impratio", _P["impratio"].default, "frictional-to-normal constraint impedance",
+                 lo=0.0, hi=100.0, lo_open=True),
+    schema.Choice("impl", _P["impl"].default, "MJX implementation", choices=("jax",)),
+    schema.Float("density", _P["density"].default, "air density, kg/m^3 (0: no drag)",
+                 lo=0.0, hi=2000.0),
+    schema.Float("viscosity", _P["viscosity"].default, "air viscosity, Pa s (0: none)",
+                 lo=0.0, hi=1.0),
+)
+PHYSICS_FIELDS = tuple(o.name for o in PHYSICS_OPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)

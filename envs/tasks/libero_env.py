@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from envs import base
+from envs import base, schema
 from envs.robots import panda
 from envs.tasks import builder as builder_lib
 from envs.tasks import predicates
@@ -39,6 +39,48 @@ class Randomization:
   color_jitter: float = 0.0
   light_jitter: float = 0.0
   camera_jitter: float = 0.0
+
+  def __post_init__(self):
+    for o in RANDOMIZATION_OPTIONS:   # the same checks as the flag path
+      o.check(getattr(self, o.name))
+
+
+# Randomization's fields as env options. Bounds: RGB lives in [0, 1]; a light jitter of 1 already
+# turns the unit light direction anywhere; half a metre moves a camera off the table.
+RANDOMIZATION_OPTIONS = (
+    schema.Float("color_jitter", 0.0, "reset-time jitter added to object RGB", lo=0.0, hi=1.0),
+    schema.Float("light_jitter", 0.0, "reset-time jitter added to the unit light direction",
+                 lo=0.0, hi=1.0),
+    schema.Float("camera_jitter", 0.0, "reset-time camera position jitter, m", lo=0.0, hi=0.5),
+)
+RANDOMIZATION_FIELDS = tuple(o.name for o in RANDOMIZATION_OPTIONS)
+CAMERAS = ("agentview", "wrist")   # LIBERO's agentview and eye-in-hand cameras
+
+
+def physics_rule(o: dict) -> None:
+  builder_lib.PhysicsConfig(**{k: o[k] for k in builder_lib.PHYSICS_FIELDS})   # timestep | period
+
+
+def split_options(o: dict) -> dict:
+  """Flat options (flags) -> constructor arguments: the PhysicsConfig and Randomization fields
+  become `physics` and `randomization`; the rest pass as they are."""
+  rest = {k: v for k, v in o.items()
+          if k not in builder_lib.PHYSICS_FIELDS and k not in RANDOMIZATION_FIELDS}
+  return {**rest,
+          "physics": builder_lib.PhysicsConfig(**{k: o[k] for k in builder_lib.PHYSICS_FIELDS}),
+          "randomization": Randomization(**{k: o[k] for k in RANDOMIZATION_FIELDS})}
+
+
+# libero_bowl_on_plate's options. Every PhysicsConfig and Randomization field is a flat option of
+# the same name (`--config.env.kwargs.timestep=0.002`); render_kwargs (renderer internals: tile,
+# capacities, calibration states) is Python-only.
+OPTIONS = schema.Schema(
+    options=(
+        schema.Int("settle_substeps", 0, "physics substeps run at reset (0: placed at rest)",
+                   lo=0, hi=2000),
+        schema.Bool("shadows", False, "hard shadows in the rendered images"),
+    ) + builder_lib.PHYSICS_OPTIONS + RANDOMIZATION_OPTIONS,
+    cameras=CAMERAS, rules=(physics_rule,), python_only=("render_kwargs",))
 
 
 class LiberoTask(base.Env):
@@ -64,6 +106,13 @@ class LiberoTask(base.Env):
                randomization: Randomization = Randomization(), settle_substeps: int = 0,
                task_id: int = 0, instructions: Optional[Sequence[str]] = None,
                shadows: bool = False, render_kwargs: Optional[dict] = None):
+    # direct Python construction gets the flag path's checks (envs.schema)
+    OPTIONS.check(dict(settle_substeps=settle_substeps, shadows=shadows), spec.name, fill=False)
+    OPTIONS.check_cameras(cameras, spec.name)
+    if not isinstance(physics, builder_lib.PhysicsConfig):
+      raise schema.OptionError("physics", physics, "must be an envs.tasks.builder.PhysicsConfig")
+    if not isinstance(randomization, Randomization):
+      raise schema.OptionError("randomization", randomization, "must be a Randomization")
     self._spec = spec
     self._built = builder_lib.build(spec, physics)
     self._physics = physics
@@ -321,15 +370,18 @@ class LiberoTask(base.Env):
     model = self._model(state)
     data = self.physics_steps(self.apply_action(prev, action, model), self._substeps, model)
     data = self._after_physics(state, data)
-    unstable = base.nonfinite((data.qpos, data.qvel))
     prev_done = state.done > 0
+    # An ended episode stays ended (envs/base.py): the state frozen, `unstable` latched; a blow-up
+    # of the discarded step after a success must not turn that success into a failure.
+    unstable = ((base.nonfinite((data.qpos, data.qvel)) & ~prev_done)
+                | (prev_done & state.info["unstable"]))
     data = base.freeze_if_unstable(prev, data, unstable | prev_done)
-    success = self._success(state, data) & ~unstable
+    success = jnp.where(prev_done, state.info["success"], self._success(state, data) & ~unstable)
     reward = (success & ~prev_done).astype(jnp.float32)
     done = (prev_done | success | unstable).astype(jnp.float32)
     info = dict(state.info)
     info["success"] = success
-    info["unstable"] = unstable | (prev_done & state.info["unstable"])
+    info["unstable"] = unstable
     metrics = dict(state.metrics)
     metrics["success"] = success.astype(jnp.float32)
     return state.replace(pipeline_state=data,
@@ -374,7 +426,10 @@ def _mat_to_quat(xmat: jax.Array) -> jax.Array:
   return panda.mat_to_quat(xmat.reshape(3, 3))
 
 
+@schema.declares(OPTIONS)
 def make_bowl_on_plate(image_size: int = 128, cameras: Sequence[str] = ("agentview",),
                        **kwargs) -> LiberoTask:
   """envs.registry factory: "pick up the black bowl and place it on the plate"."""
-  return LiberoTask(BOWL_ON_PLATE, cameras=cameras, image_size=(image_size, image_size), **kwargs)
+  o = split_options(OPTIONS.check(kwargs, "libero_bowl_on_plate"))
+  return LiberoTask(BOWL_ON_PLATE, cameras=OPTIONS.check_cameras(cameras, "libero_bowl_on_plate"),
+                    image_size=(image_size, image_size), **o)

@@ -36,17 +36,36 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from envs import base
+from envs import base, schema
 from envs.robots import panda
 from envs.tasks import builder as builder_lib
 from envs.tasks import libero_data, predicates
-from envs.tasks.libero_env import LiberoTask, Randomization
+from envs.tasks.libero_env import (CAMERAS, RANDOMIZATION_OPTIONS, LiberoTask, Randomization,
+                                   physics_rule, split_options)
 from envs.tasks.spec import TaskSpec
 
 PARK_X = 4.0          # parked entities: on the table plane, this far in front of the table centre
 PARK_DY = 0.45        # spacing of parked entities along y
 OVERLAP_TRIES = 8     # joint re-draws of a training layout to avoid overlapping footprints
 PROTOCOLS = ("held_out", "reference")
+SUITE_TASKS = 10      # each of LIBERO's four suites holds ten tasks
+
+
+# A suite's options (the four suite factories). Every PhysicsConfig and Randomization field is a
+# flat option of the same name (`--config.env.kwargs.timestep=0.002`); render_kwargs (renderer
+# internals) is Python-only. num_steps_wait: LIBERO's own is 10 for every task; past 500 no-op
+# steps (25 s) a reset only burns compute.
+OPTIONS = schema.Schema(
+    options=(
+        schema.Choice("protocol", "held_out", "held_out: train on re-drawn layouts, evaluate on "
+                      "LIBERO's 50; reference: both on LIBERO's 50", choices=PROTOCOLS),
+        schema.Int("num_steps_wait", 10, "no-op control steps inside reset (LIBERO's warm-up)",
+                   lo=0, hi=500),
+        schema.IntTuple("task_ids", (), "only these tasks of the suite, re-indexed 0.. in this "
+                        "order (): all ten", lo=0, hi=SUITE_TASKS - 1),
+        schema.Bool("shadows", False, "hard shadows in the rendered images"),
+    ) + builder_lib.PHYSICS_OPTIONS + RANDOMIZATION_OPTIONS,
+    cameras=CAMERAS, rules=(physics_rule,), python_only=("render_kwargs",))
 
 
 def union_spec(specs: Sequence[TaskSpec]) -> TaskSpec:
@@ -146,20 +165,25 @@ class LiberoSuite(LiberoTask):
                physics: builder_lib.PhysicsConfig = builder_lib.PhysicsConfig(),
                randomization: Randomization = Randomization(), shadows: bool = False,
                render_kwargs: Optional[dict] = None):
-    if protocol not in PROTOCOLS:
-      raise ValueError(f"protocol {protocol!r}: allowed {list(PROTOCOLS)}")
-    specs = list(libero_data.tasks(suite) if isinstance(suite, str) else suite)
+    name = suite if isinstance(suite, str) else "LiberoSuite"
+    given = dict(protocol=protocol, shadows=shadows)   # the flag path's checks (envs.schema)
+    if num_steps_wait is not None:
+      given["num_steps_wait"] = num_steps_wait
     if task_ids is not None:
+      given["task_ids"] = task_ids
+    OPTIONS.check(given, name, fill=False)
+    OPTIONS.check_cameras(cameras, name)
+    specs = list(libero_data.tasks(suite) if isinstance(suite, str) else suite)
+    if task_ids:   # None or (): every task
       bad = [t for t in task_ids if not 0 <= t < len(specs)]
-      if bad or not task_ids:
-        raise ValueError(f"task_ids {list(task_ids)}: allowed 0..{len(specs) - 1} (at least one)")
+      if bad:
+        raise schema.OptionError("task_ids", tuple(task_ids),
+                                 f"each must be in [0, {len(specs) - 1}] (not {bad})")
       specs = [specs[t] for t in task_ids]
     self._specs = tuple(specs)
     self._protocol = protocol
     waits = {s.num_steps_wait for s in specs}
     self._wait = int(num_steps_wait if num_steps_wait is not None else max(waits))
-    if self._wait < 0:
-      raise ValueError(f"num_steps_wait={self._wait}: must be >= 0")
     union = union_spec(specs)
     super().__init__(union, cameras=(), image_size=image_size, physics=physics,
                      randomization=randomization, instructions=[s.language for s in specs])
@@ -496,21 +520,26 @@ def mjx_kinematics(model, data):
 
 def make_suite(image_size: int = 128, cameras: Sequence[str] = ("agentview",), suite: str = "libero_spatial",
                **kwargs) -> LiberoSuite:
-  """envs.registry factory: a whole LIBERO suite in one env."""
-  return LiberoSuite(suite, cameras=cameras, image_size=(image_size, image_size), **kwargs)
+  """envs.registry factory: a whole LIBERO suite in one env (flat options: OPTIONS)."""
+  o = split_options(OPTIONS.check(kwargs, suite))
+  return LiberoSuite(suite, cameras=cameras, image_size=(image_size, image_size), **o)
 
 
+@schema.declares(OPTIONS)
 def make_libero_spatial(**kw) -> LiberoSuite:
   return make_suite(suite="libero_spatial", **kw)
 
 
+@schema.declares(OPTIONS)
 def make_libero_object(**kw) -> LiberoSuite:
   return make_suite(suite="libero_object", **kw)
 
 
+@schema.declares(OPTIONS)
 def make_libero_goal(**kw) -> LiberoSuite:
   return make_suite(suite="libero_goal", **kw)
 
 
+@schema.declares(OPTIONS)
 def make_libero_10(**kw) -> LiberoSuite:
   return make_suite(suite="libero_10", **kw)

@@ -1,0 +1,128 @@
+"""Every input is checked: env options by the env's own schema, launcher flags at start-up, one line each."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from envs import registry, schema
+from launch import eval as eval_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_registered_env_declares_its_options():
+  for name in registry.names():
+    s = registry.kwargs_schema(name)
+    assert s is not None and s.cameras, name
+    assert registry.check_kwargs(name, {}) == s.defaults()   # the defaults are themselves valid
+    for o in s.options:
+      assert o.doc, (name, o.name)
+
+
+@pytest.mark.parametrize("make, name, allowed", [
+    (lambda: __import__("envs.tasks.builder", fromlist=["x"]).PhysicsConfig(timestep=-1.0),
+     "timestep=-1.0", "(0.0, 0.01]"),
+    (lambda: __import__("envs.tasks.builder", fromlist=["x"]).PhysicsConfig(solver="PGS"),
+     "solver='PGS'", "['Newton', 'CG']"),
+    (lambda: __import__("envs.tasks.builder", fromlist=["x"]).PhysicsConfig(control_hz=float("nan")),
+     "control_hz=nan", "finite"),
+    (lambda: __import__("envs.tasks.libero_env", fromlist=["x"]).Randomization(color_jitter=2.0),
+     "color_jitter=2.0", "[0.0, 1.0]"),
+    (lambda: registry.make("libero_goal", image_size=32, cameras=(), protocl="reference"),
+     "protocl='reference'", "did you mean 'protocol'?"),
+    (lambda: registry.make("libero_goal", image_size=32, cameras=("top",)),
+     "cameras=('top',)", "['agentview', 'wrist']"),
+    (lambda: registry.make("libero_bowl_on_plate", image_size=32, cameras=(), shadows="no"),
+     "shadows='no'", "True or False"),
+])
+def test_python_construction_gets_the_same_errors(make, name, allowed):
+  with pytest.raises(schema.OptionError) as e:
+    make()
+  assert str(e.value).startswith(name) and allowed in str(e.value), str(e.value)
+
+
+def test_schema_specs():
+  s = schema.Schema((schema.Int("n", 1, "n", lo=0, hi=3), schema.IntTuple("ids", (), "ids", hi=4)),
+                    cameras=("a",))
+  assert s.check({"ids": [2, 0]}) == {"n": 1, "ids": (2, 0)}
+  for kw, msg in (({"n": True}, "n=True: must be an integer"), ({"n": 4}, "n=4: must be in [0, 3]"),
+                  ({"ids": (1, 1)}, "each at most once"), ({"ids": "12"}, "tuple of integers"),
+                  ({"nn": 1}, "nn=1: unknown option of env ''; did you mean 'n'?")):
+    with pytest.raises(schema.OptionError, match=msg.replace("[", r"\[").replace("?", r"\?")):
+      s.check(kw)
+  with pytest.raises(ValueError):   # a declared default outside its own range is a bug
+    schema.Schema((schema.Float("x", -1.0, "x", lo=0.0),), cameras=())
+
+
+def _args(**kw):
+  a = {f: None for f in eval_lib.FLAGS_CHECKED}
+  a.update(policy="checkpoint", num_videos=4, video_size=128)
+  a.update(kw)
+  return a
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+  for step in (10, 20):
+    os.makedirs(tmp_path / "checkpoints" / str(step))
+  os.makedirs(tmp_path / "checkpoints" / "30.orbax-checkpoint-tmp-1")   # incomplete: not a step
+  return str(tmp_path)
+
+
+@pytest.mark.parametrize("kw, line", [
+    (dict(num_states=0), "--num_states=0: must be > 0"),
+    (dict(num_states=-8), "--num_states=-8: must be > 0"),
+    (dict(temperature=-0.5), "--temperature=-0.5: must be a finite number >= 0"),
+    (dict(temperature=math.inf), "--temperature=inf: must be a finite number >= 0"),
+    (dict(num_videos=-1), "--num_videos=-1: must be >= 0"),
+    (dict(video_size=0), "--video_size=0: must be in [1, 1024]"),
+    (dict(video_size=4096), "--video_size=4096: must be in [1, 1024]"),
+    (dict(episode_length=0), "--episode_length=0: must be > 0"),
+    (dict(step=-1), "--step=-1: must be >= 0"),
+    (dict(step=15), "--step=15: no complete checkpoint of that step under {d}/checkpoints; "
+                    "saved steps: [10, 20]"),
+    (dict(env="libero_goal"), "--env=libero_goal: applies to --policy=expert only"),
+    (dict(workdir=None), "give --workdir=DIR"),
+    (dict(policy="expert", env="libero_goal", task_ids=["0", "10"]),
+     "--task_ids=0,10: each must be in [0, 9] (not [10])"),
+    (dict(policy="expert", env="libero_goal", task_ids=["x"]), "--task_ids=x: give integers"),
+    (dict(policy="expert", env="fake_reach", task_ids=["1"]),
+     "--task_ids=1: env 'fake_reach' has no task ids"),
+    (dict(policy="expert", env="libero_goal", num_states=8), "--num_states=8: applies to "
+                                                             "--policy=checkpoint only"),
+    (dict(policy="expert", env="nope"), "--env=nope: unknown env"),
+    (dict(policy="expert"), "--policy=expert needs --env=NAME"),
+])
+def test_eval_arguments_are_checked_at_start_up(run_dir, capsys, kw, line):
+  if kw.get("policy") != "expert":
+    kw = {"workdir": run_dir, **kw}
+  with pytest.raises(SystemExit) as e:
+    eval_lib.check_args(_args(**kw))
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("launch.eval: "), err
+  assert line.format(d=run_dir) in err[0], err[0]
+
+
+def test_good_eval_arguments_pass(run_dir):
+  eval_lib.check_args(_args(workdir=run_dir, step=20, num_states=8, temperature=0.0))
+  eval_lib.check_args(_args(policy="expert", env="libero_goal", task_ids=["3", "0"]))
+
+
+@pytest.mark.parametrize("module, args, line", [
+    ("launch.eval", ["--temperature=nan", "--workdir=."], "launch.eval: --temperature=nan: must be a "
+     "finite number >= 0 (0 = greedy)"),
+    ("launch.eval", ["--workdir=/nonexistent/run"], "launch.eval: --workdir=/nonexistent/run: no "
+     "such directory"),
+    ("launch.make_demos", ["--suite=libero_goal", "--out=/tmp/x", "--seed=5000"],
+     "launch.make_demos: --seed=5000: must be in [0, 2146]"),
+])
+def test_launchers_exit_with_one_line_and_no_traceback(module, args, line):
+  out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 2
+  err = out.stderr.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(line), out.stderr
