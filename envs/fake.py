@@ -21,14 +21,17 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from envs import schema
 from envs.base import Env, State, freeze_if_unstable, image_key, nonfinite
 
 COLOURS = ("red", "green", "blue", "yellow")
-_RGB = jnp.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40]], jnp.uint8)
-_DIRECTIONS = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], jnp.float32)
+# numpy, not jnp: importing this module (config validation reads its option schema) must not start
+# a JAX backend, or a multi-process run could no longer call jax.distributed.initialize()
+_RGB = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40]], np.uint8)
+_DIRECTIONS = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], np.float32)
 OFF_BOARD = 8.0  # where targets that are not drawn are parked (distractors=False): never in view
 
 

@@ -13,8 +13,14 @@ from launch import eval as eval_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+SHIPPED_ENVS = ("fake_reach", "libero_bowl_on_plate", "libero_spatial", "libero_object",
+                "libero_goal", "libero_10")
+
+
 def test_every_registered_env_declares_its_options():
-  for name in registry.names():
+  # the shipped ones (other tests register envs of their own in the same process)
+  assert set(SHIPPED_ENVS) <= set(registry.names())
+  for name in SHIPPED_ENVS:
     s = registry.kwargs_schema(name)
     assert s is not None and s.cameras, name
     assert registry.check_kwargs(name, {}) == s.defaults()   # the defaults are themselves valid
@@ -126,3 +132,17 @@ def test_launchers_exit_with_one_line_and_no_traceback(module, args, line):
   assert out.returncode == 2
   err = out.stderr.strip().splitlines()
   assert len(err) == 1 and err[0].startswith(line), out.stderr
+
+
+def test_resolving_a_config_starts_no_jax_backend():
+  # a multi-process run resolves its config before jax.distributed.initialize(), which must come
+  # before any backend exists; reading an env's option schema imports its module
+  code = ("from configs.default import get_config\n"
+          "from vla_rl_jax import config\n"
+          f"for name in {SHIPPED_ENVS!r}:\n"
+          "  config.resolve(get_config('variant=tiny,env=' + name))\n"
+          "from jax._src import xla_bridge\n"
+          "assert not xla_bridge._backends, 'a JAX backend was started'\n")
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+  assert p.returncode == 0, p.stderr
