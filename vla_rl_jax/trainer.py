@@ -7,6 +7,7 @@ latest complete checkpoint and continues with exactly the steps an uninterrupted
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import threading
@@ -79,6 +80,9 @@ def maybe_initialize_distributed(raw: Mapping[str, Any]) -> None:
     joined.set()
   print(f"distributed: all {n} processes joined in {time.time() - t0:.1f} s "
         f"(this is process {jax.process_index()})", flush=True)
+
+
+KEEP_ROWS = 1000  # train rows (and step times) a run's summary holds
 
 
 def memory_mb() -> dict[str, float]:
@@ -190,14 +194,17 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
   # schedule, whose row the writer dropped to write it again)
   if step == 0 or step % cfg.train.eval_every == 0 or writer.dropped_eval_at_start:
     evaluate(step)
-  step_times, train_rows = [], []
+  # the summary keeps the last KEEP_ROWS train rows (metrics.jsonl has all of them): a long run's
+  # host memory must not grow with its length
+  step_times, train_rows = [], collections.deque(maxlen=KEEP_ROWS)
   while step < cfg.train.num_steps:
     t = time.time()
     state, stats, m = train_step(state, stats)
     m = metrics_lib.to_host(m)  # blocks: the step is finished
     dt = time.time() - t
     step += 1
-    step_times.append(dt)
+    if len(step_times) < KEEP_ROWS:
+      step_times.append(dt)
     # per-task success (moving average, in env.instructions order) for multi-task suites
     m["task_success_ema"] = metrics_lib.to_host({"t": stats.task_success})["t"]
     m.update(step_time_s=dt, samples_per_s=cfg.num_trajectories / dt,
@@ -223,4 +230,4 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
   steady = sorted(step_times[1:] or step_times)
   return {"compile_s": compile_s, "eval_compile_s": eval_compile_s,
           "median_step_s": steady[len(steady) // 2] if steady else float("nan"),
-          "eval": history, "train": train_rows, "final_state": state, "final_env_stats": stats}
+          "eval": history, "train": list(train_rows), "final_state": state, "final_env_stats": stats}
