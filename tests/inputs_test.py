@@ -146,3 +146,11 @@ def test_resolving_a_config_starts_no_jax_backend():
   p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
   assert p.returncode == 0, p.stderr
+
+
+def test_importing_the_envs_prints_nothing():
+  # mujoco.mjx's "Failed to import warp" lines broke `launch.benchmark | jq` and every JSON report
+  code = "import envs.tasks.libero_suite, envs.fake, launch.eval"
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+  assert p.returncode == 0 and p.stdout == "" and "warp" not in p.stderr, (p.stdout, p.stderr)

@@ -1,7 +1,8 @@
 """Soak: a 1,000-step tiny run keeps host and device memory flat (`make soak`; marked slow).
 
-Flat means: device memory within 5% at every 50-step point after warm-up, and no trend in either
-beyond 5% (the median of the last five points against the median of the first five).
+Flat means: device memory within 5% at every 50-step point after warm-up, and no upward trend in
+either beyond 5% (the median reading of the last quarter of the steps after warm-up against the
+first quarter's).
 
 Host memory is the process's resident set; device memory the backend's bytes in use (on CPU, which
 keeps no statistics, the bytes of all live JAX arrays). Both are logged by the trainer with every
@@ -46,12 +47,14 @@ def test_memory_is_flat_over_a_thousand_steps(tmp_path, capsys):
     print(f"\nsoak curve ({out}):")
     for p in curve:
       print(f"  step {p['step']:5d}  host {p['host_rss_mb']:8.1f} MB  device {p['device_mem_mb']:8.2f} MB")
-  # flat: no trend (a leak) beyond 5% between the first and the last five windows after warm-up;
-  # the resident set also swings by up to ~10% between windows as the allocator returns memory to
-  # the system or not, which is not a leak, so single windows are not compared
+  # flat: no upward trend (a leak) beyond 5%: the median of every step's reading in the last
+  # quarter after warm-up against the first quarter's; the resident set also swings by up to ~10%
+  # between 50-step windows, both ways, as the allocator returns memory to the system or not,
+  # which is not a leak, so single windows are not compared. Device memory: within 5% everywhere.
   for key in ("host_rss_mb", "device_mem_mb"):
-    after = [p[key] for p in curve if p["step"] > WARMUP]
-    first, last = sorted(after[:5])[2], sorted(after[-5:])[2]
-    assert abs(last - first) / first <= 0.05, f"{key}: {first} -> {last} after warm-up: {after}"
+    after = [r[key] for r in rows if r["step"] > WARMUP]
+    q = len(after) // 4
+    first, last = sorted(after[:q])[q // 2], sorted(after[-q:])[q // 2]
+    assert last <= 1.05 * first, f"{key} grew {last / first - 1:.1%} after warm-up: {curve}"
   device = [p["device_mem_mb"] for p in curve if p["step"] > WARMUP]
   assert (max(device) - min(device)) / min(device) <= 0.05, f"device memory varies: {device}"

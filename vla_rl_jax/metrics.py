@@ -80,6 +80,19 @@ def _strict(v: Any) -> Any:
   return v
 
 
+def _hms(seconds: float) -> str:
+  s = int(round(max(seconds, 0.0)))
+  return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _si(x: float) -> str:
+  """1234 -> '1.2k', 2.5e6 -> '2.5M' (progress-line rates)."""
+  for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if abs(x) >= div:
+      return f"{x / div:.1f}{unit}"
+  return f"{x:.0f}"
+
+
 def read_rows(path: str) -> list[dict[str, Any]]:
   """The complete JSON rows of a metrics file (a line cut short by a kill is skipped)."""
   rows = []
@@ -152,14 +165,21 @@ class Writer:
           self._tb.add_scalar(f"{prefix}/{k}", v, step)
 
   def progress(self, step: int, m: Mapping[str, Any]) -> None:
+    """One line per logged step: bar, success, trajectories/s and env steps/s, s/step, loss, the
+    segment's elapsed time and an ETA from its mean step time (evaluations not included)."""
     if not self.enabled:
       return
+    self._steps_timed = getattr(self, "_steps_timed", 0) + 1
+    self._time_in_steps = getattr(self, "_time_in_steps", 0.0) + m.get("step_time_s", 0.0)
+    eta = self._time_in_steps / self._steps_timed * max(self.total - step, 0)
     width = 20
     filled = int(width * step / max(self.total, 1))
     bar = "#" * filled + "." * (width - filled)
     print(f"[{bar}] step {step}/{self.total} | success {m.get('success_rate', float('nan')):.3f} | "
-          f"{m.get('samples_per_s', 0.0):.0f} samples/s | {m.get('step_time_s', 0.0):.2f} s/step | "
-          f"loss {m.get('loss', float('nan')):+.4f}", flush=True)
+          f"{m.get('trajectories_per_s', 0.0):.0f} traj/s, "
+          f"{_si(m.get('env_steps_per_s', 0.0))} env steps/s | {m.get('step_time_s', 0.0):.2f} s/step | "
+          f"loss {m.get('loss', float('nan')):+.4f} | {_hms(time.time() - self._t0)} elapsed, "
+          f"ETA {_hms(eta)}", flush=True)
 
   def log(self, text: str) -> None:
     if self.enabled:

@@ -8,6 +8,8 @@ latest complete checkpoint and continues with exactly the steps an uninterrupted
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import os
 import sys
 import threading
@@ -83,6 +85,7 @@ def maybe_initialize_distributed(raw: Mapping[str, Any]) -> None:
 
 
 KEEP_ROWS = 1000  # train rows (and step times) a run's summary holds
+NO_SIGNAL_STEPS = 5  # consecutive steps without an informative group before a warning
 
 
 def memory_mb() -> dict[str, float]:
@@ -162,16 +165,59 @@ def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any
   ckpt_lib.write_config(workdir, cfg)
   writer = metrics_lib.Writer(workdir, cfg.train.num_steps, enabled=verbose, start_step=start)
   try:
-    return _loop(cfg, b, ckpt, writer, state, stats, start, log)
+    return _loop(cfg, b, ckpt, writer, state, stats, start, log, warn)
   finally:
     ckpt.close()
     writer.close()
 
 
-def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
+def _compile_key(cfg: config_lib.Config) -> str:
+  """What a train step's compile time depends on: the config but its schedule and topology
+  sections, the devices, jax's version."""
+  d = json.loads(config_lib.dumps(cfg))
+  for k in config_lib.RESUMABLE_SECTIONS:
+    d.pop(k, None)
+  d["_devices"] = [jax.device_count(), jax.devices()[0].platform, jax.__version__]
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _compile_times_path() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "vla_rl_jax", "compile_times.json")
+
+
+def _compile_times() -> dict[str, float]:
+  try:
+    with open(_compile_times_path()) as f:
+      return dict(json.load(f))
+  except (OSError, ValueError, TypeError):
+    return {}
+
+
+def _remember_compile_time(key: str, seconds: float) -> None:
+  """Best effort (a read-only home is fine): the next run of this config says how long to wait."""
+  times = _compile_times()
+  times[key] = round(seconds, 1)
+  path = _compile_times_path()
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(dict(list(times.items())[-200:]), f)
+    os.replace(tmp, path)
+  except OSError:
+    pass
+
+
+def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any]:
+  key = _compile_key(cfg)
+  before = _compile_times().get(key)
+  log("compiling the train step" + (f" (about {before:.0f} s on this machine)" if before else "")
+      + "...")
   t0 = time.time()
   train_step = make_train_step(b).lower(state, stats).compile()
   compile_s = time.time() - t0
+  _remember_compile_time(key, compile_s)
   eval_fn = make_eval_fn(b)
   t0 = time.time()
   eval_fn = eval_fn.lower(state.params).compile()
@@ -197,6 +243,7 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
   # the summary keeps the last KEEP_ROWS train rows (metrics.jsonl has all of them): a long run's
   # host memory must not grow with its length
   step_times, train_rows = [], collections.deque(maxlen=KEEP_ROWS)
+  no_signal = 0
   while step < cfg.train.num_steps:
     t = time.time()
     state, stats, m = train_step(state, stats)
@@ -207,7 +254,7 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
       step_times.append(dt)
     # per-task success (moving average, in env.instructions order) for multi-task suites
     m["task_success_ema"] = metrics_lib.to_host({"t": stats.task_success})["t"]
-    m.update(step_time_s=dt, samples_per_s=cfg.num_trajectories / dt,
+    m.update(step_time_s=dt, trajectories_per_s=cfg.num_trajectories / dt,
              env_steps_per_s=cfg.num_trajectories * m["episode_length"] / dt)
     logged = step % cfg.train.log_every == 0 or step == cfg.train.num_steps
     if logged:
@@ -219,6 +266,13 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log) -> dict[str, Any]:
       writer.write(step, m)  # the failing step's row, for the post-mortem (nothing is saved)
       raise
     train_rows.append({"step": step, **m})
+    # dynamic sampling keeps only groups with both outcomes; a run where none has them learns
+    # nothing, and says so once it has gone on for a while (then every NO_SIGNAL_STEPS steps)
+    no_signal = no_signal + 1 if m.get("valid_group_frac", 1.0) == 0 else 0
+    if no_signal and no_signal % NO_SIGNAL_STEPS == 0:
+      warn(f"no informative groups in the last {no_signal} steps (to step {step}): every rollout "
+           f"of each group failed or every one succeeded, so there is nothing to learn from; "
+           f"check the horizon (config.env.episode_length) or start from an SFT checkpoint")
     if logged:
       writer.write(step, m)
       writer.progress(step, m)

@@ -1,0 +1,30 @@
+"""What the trainer prints: compile estimates, a progress line with rates, elapsed time and ETA, and
+a warning when dynamic sampling leaves nothing to learn from."""
+
+import re
+
+from configs.default import get_config
+from vla_rl_jax import trainer
+
+
+def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  c = get_config("variant=tiny")
+  c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 8, 4, 16
+  c.train.num_steps, c.train.checkpoint_every, c.train.eval_every = 5, 5, 100
+  c.train.eval_num_states = 8
+  # moves of 1e-4 per action never reach a target 0.2 away: every group fails, none informs
+  c.env.kwargs.step_size = 1e-4
+  trainer.train_and_evaluate(c, str(tmp_path / "a"))
+  out, err = capfd.readouterr()
+  assert "compiling the train step..." in out, out   # nothing measured yet on this machine
+  lines = [line for line in out.splitlines() if line.startswith("[")]
+  assert len(lines) == 5, out
+  pattern = (r"^\[#+\.*\] step 5/5 \| success 0\.000 \| \d+ traj/s, [\d.]+[kM]? env steps/s \| "
+             r"[\d.]+ s/step \| loss [+-][\d.]+ \| \d:\d\d:\d\d elapsed, ETA 0:00:00$")
+  assert re.match(pattern, lines[-1]), lines[-1]
+  assert re.search(r"ETA \d:\d\d:\d\d$", lines[0])
+  assert err.count("warning: no informative groups in the last 5 steps (to step 5)") == 1, err
+  trainer.train_and_evaluate(c, str(tmp_path / "b"))  # the same config again: it knows how long
+  out, _ = capfd.readouterr()
+  assert re.search(r"compiling the train step \(about \d+ s on this machine\)\.\.\.", out), out
