@@ -14,9 +14,22 @@ from ml_collections import config_flags
 
 from launch.common import fail, loaded_config, parse_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).",
-                                          lock_config=True)
+def _config_help() -> str:
+  """--help names what the config file's argument and the registries accept."""
+  from configs.default import VARIANTS  # noqa: PLC0415  (no JAX backend is started by these)
+  from envs import registry  # noqa: PLC0415
+  from vla_rl_jax import config as config_lib  # noqa: PLC0415
+  return (f"Config file and argument, e.g. configs/default.py:variant=tiny,env=fake_reach. "
+          f"variant: {'|'.join(VARIANTS)}; env: {'|'.join(registry.names())}. Override any field "
+          f"with --config.SECTION.FIELD=VALUE, e.g. --config.rl.loss="
+          f"{'|'.join(config_lib.LOSS_NAMES)}, --config.rl.advantage="
+          f"{'|'.join(config_lib.ADVANTAGE_NAMES)}, --config.env.kwargs.OPTION=VALUE (the env's "
+          f"declared options).")
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, _config_help(), lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the resolved config.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of one line.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,6 +40,11 @@ def main(argv):
   workdir = _WORKDIR.value
   if not workdir.strip() or (os.path.exists(workdir) and not os.path.isdir(workdir)):
     fail("launch.train", f"--workdir={workdir}: must name a directory (created if missing)")
+  existing = workdir
+  while not os.path.exists(existing):  # the directory, or the nearest parent that exists
+    existing = os.path.dirname(os.path.abspath(existing))
+  if not os.access(existing, os.W_OK | os.X_OK):
+    fail("launch.train", f"--workdir={workdir}: {existing} is not writable by this user")
   from vla_rl_jax import trainer  # after flag parsing; jax stays uninitialised until here
   from vla_rl_jax import checkpoint, metrics
   from vla_rl_jax.config import ConfigError
@@ -34,10 +52,14 @@ def main(argv):
     summary = trainer.train_and_evaluate(loaded_config("launch.train", _CONFIG), workdir)
   except (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError,
           metrics.RenderOverflowError) as e:
+    if _DEBUG.value:
+      raise
     # the run cannot go on as configured: one line that says why and what to do, exit 1
     print(f"launch.train: {e}", file=sys.stderr, flush=True)
     raise SystemExit(1) from None
   except ConfigError as e:   # raised by config.resolve, before anything is compiled
+    if _DEBUG.value:
+      raise
     fail("launch.train", str(e))
   evals = summary["eval"]
   if evals:

@@ -1,7 +1,10 @@
 """What the trainer prints: compile estimates, a progress line with rates, elapsed time and ETA, and
 a warning when dynamic sampling leaves nothing to learn from."""
 
+import os
 import re
+import subprocess
+import sys
 
 from configs.default import get_config
 from vla_rl_jax import trainer
@@ -17,6 +20,9 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
   c.env.kwargs.step_size = 1e-4
   trainer.train_and_evaluate(c, str(tmp_path / "a"))
   out, err = capfd.readouterr()
+  umask = os.umask(0)
+  os.umask(umask)  # config.json is readable as the umask allows (mkstemp made it 0600)
+  assert os.stat(tmp_path / "a" / "config.json").st_mode & 0o777 == 0o666 & ~umask
   assert "compiling the train step..." in out, out   # nothing measured yet on this machine
   lines = [line for line in out.splitlines() if line.startswith("[")]
   assert len(lines) == 5, out
@@ -28,3 +34,23 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
   trainer.train_and_evaluate(c, str(tmp_path / "b"))  # the same config again: it knows how long
   out, _ = capfd.readouterr()
   assert re.search(r"compiling the train step \(about \d+ s on this machine\)\.\.\.", out), out
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(*args):
+  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, capture_output=True,
+                        text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+
+
+def test_help_lists_the_choices_and_debug_shows_the_traceback(tmp_path):
+  h = _train("--help").stdout
+  for word in ("variant: tiny|small|base", "libero_goal", "ppo_clip", "rloo", "--config.env.kwargs",
+               "--[no]debug"):
+    assert word in h, word
+  bad = ("--config=configs/default.py:variant=tiny", f"--workdir={tmp_path}", "--config.rl.group_size=1")
+  p = _train(*bad)
+  assert p.returncode == 2 and "Traceback" not in p.stderr
+  p = _train(*bad, "--debug")
+  assert "Traceback" in p.stderr and "ConfigError: config.rl.group_size=1" in p.stderr, p.stderr

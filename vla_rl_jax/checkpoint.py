@@ -43,6 +43,10 @@ def write_config(workdir: str, cfg: config_lib.Config) -> None:
   fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".config.", suffix=".tmp")
   with os.fdopen(fd, "w") as f:
     f.write(config_lib.dumps(cfg))
+  # mkstemp makes the file private (0600); other users of a shared workdir read it (eval, plots)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
   os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
 
 
