@@ -1,12 +1,14 @@
 """What the trainer prints: compile estimates, a progress line with rates, elapsed time and ETA, and
 a warning when dynamic sampling leaves nothing to learn from."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 
 from configs.default import get_config
+from vla_rl_jax import metrics as metrics_lib
 from vla_rl_jax import trainer
 
 
@@ -31,6 +33,16 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
   assert re.match(pattern, lines[-1]), lines[-1]
   assert re.search(r"ETA \d:\d\d:\d\d$", lines[0])
   assert err.count("warning: no informative groups in the last 5 steps (to step 5)") == 1, err
+  # per-task success is named by instruction in metrics.jsonl and TensorBoard
+  rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+  names = {"reach the red target", "reach the green target", "reach the blue target",
+           "reach the yellow target"}
+  train = [r for r in rows if r["kind"] == "train"]
+  assert set(rows[0]["task_success"]) == names and set(train[-1]["task_success_ema"]) == names
+  tags = {v.tag for e in metrics_lib.read_tensorboard(str(tmp_path / "a" / "tb"))
+          for v in e.summary.value}
+  assert "train/task_success_ema/reach_the_red_target" in tags, tags  # TB: spaces -> _
+  assert "eval/task_success/reach_the_blue_target" in tags, tags
   trainer.train_and_evaluate(c, str(tmp_path / "b"))  # the same config again: it knows how long
   out, _ = capfd.readouterr()
   assert re.search(r"compiling the train step \(about \d+ s on this machine\)\.\.\.", out), out

@@ -210,21 +210,6 @@ def test_metrics_resume_drops_later_rows_and_writes_strict_json(tmp_path):
   assert got[-1]["loss"] is None and got[-1]["x"] == [1.0, None]
 
 
-def _tb_events(logdir):
-  """Events of every file in logdir, in file order (TFRecord framing: length, crc, data, crc)."""
-  import struct
-  from tensorboardX.proto.event_pb2 import Event
-  events = []
-  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-    data = open(path, "rb").read()
-    i = 0
-    while i < len(data):
-      (n,) = struct.unpack("<Q", data[i:i + 8])
-      events.append(Event.FromString(data[i + 12:i + 12 + n]))
-      i += 12 + n + 4
-  return events
-
-
 def test_tensorboard_segment_purges_steps_after_the_resume(tmp_path):
   for start, steps in ((0, range(1, 6)), (3, range(4, 7))):  # killed after 5, resumed from 3
     w = metrics_lib.Writer(str(tmp_path), 10, start_step=start)
@@ -234,7 +219,7 @@ def test_tensorboard_segment_purges_steps_after_the_resume(tmp_path):
     time.sleep(1.1)  # event file names carry the second they were opened
   # TensorBoard's rule: a SessionLog.START at step p hides the earlier events with step >= p
   curve = []
-  for e in _tb_events(str(tmp_path / "tb")):
+  for e in metrics_lib.read_tensorboard(str(tmp_path / "tb")):
     if e.HasField("session_log") and e.session_log.status == e.session_log.START:
       curve = [(s, v) for s, v in curve if s < e.step]
     for v in e.summary.value:

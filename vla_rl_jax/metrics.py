@@ -108,6 +108,24 @@ def read_rows(path: str) -> list[dict[str, Any]]:
   return rows
 
 
+def read_tensorboard(logdir: str) -> list[Any]:
+  """Every event of the TensorBoard files in `logdir`, file by file in name (= time) order, as
+  tensorboardX's Event protos (TFRecord framing: length, its crc, data, data crc)."""
+  import glob
+  import struct
+  from tensorboardX.proto.event_pb2 import Event
+  events = []
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    i = 0
+    while i + 12 <= len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      events.append(Event.FromString(data[i + 12:i + 12 + n]))
+      i += 12 + n + 4
+  return events
+
+
 class Writer:
   """Writes scalars to stdout (progress line), workdir/metrics.jsonl and TensorBoard.
 
@@ -161,8 +179,9 @@ class Writer:
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(self._tb_dir, purge_step=self._purge)
       for k, v in scalars.items():
-        if isinstance(v, (int, float)) and math.isfinite(v):
-          self._tb.add_scalar(f"{prefix}/{k}", v, step)
+        for tag, x in (v.items() if isinstance(v, Mapping) else ((None, v),)):
+          if isinstance(x, (int, float)) and math.isfinite(x):  # a dict: one curve per name
+            self._tb.add_scalar(f"{prefix}/{k}" + (f"/{tag}" if tag is not None else ""), x, step)
 
   def progress(self, step: int, m: Mapping[str, Any]) -> None:
     """One line per logged step: bar, success, trajectories/s and env steps/s, s/step, loss, the

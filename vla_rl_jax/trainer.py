@@ -228,6 +228,7 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any
 
   def evaluate(step: int) -> dict[str, Any]:
     m = metrics_lib.to_host(eval_fn(state.params))
+    m["task_success"] = dict(zip(b.env.instructions, m["task_success"]))  # named, not a list
     metrics_lib.check_render(m, step, "evaluation at step")
     history.append({"step": step, **m})
     writer.write(step, m, prefix="eval")
@@ -252,8 +253,9 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any
     step += 1
     if len(step_times) < KEEP_ROWS:
       step_times.append(dt)
-    # per-task success (moving average, in env.instructions order) for multi-task suites
-    m["task_success_ema"] = metrics_lib.to_host({"t": stats.task_success})["t"]
+    # per-task success (moving average) by instruction, for multi-task suites
+    m["task_success_ema"] = dict(zip(b.env.instructions,
+                                     metrics_lib.to_host({"t": stats.task_success})["t"]))
     m.update(step_time_s=dt, trajectories_per_s=cfg.num_trajectories / dt,
              env_steps_per_s=cfg.num_trajectories * m["episode_length"] / dt)
     logged = step % cfg.train.log_every == 0 or step == cfg.train.num_steps
