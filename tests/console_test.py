@@ -11,6 +11,8 @@ from configs.default import get_config
 from vla_rl_jax import metrics as metrics_lib
 from vla_rl_jax import trainer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -46,9 +48,21 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
   trainer.train_and_evaluate(c, str(tmp_path / "b"))  # the same config again: it knows how long
   out, _ = capfd.readouterr()
   assert re.search(r"compiling the train step \(about \d+ s on this machine\)\.\.\.", out), out
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # launch.plot draws both runs side by side
+  png = tmp_path / "runs.png"
+  p = subprocess.run([sys.executable, "-m", "launch.plot", f"--workdir={tmp_path / 'a'}",
+                      f"--workdir={tmp_path / 'b'}", f"--out={png}"], cwd=ROOT, capture_output=True,
+                     text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+  assert p.returncode == 0 and p.stdout.strip() == str(png), (p.stdout, p.stderr)
+  import numpy as np
+  from PIL import Image
+  img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+  assert img.shape == (715, 1100, 3)
+  for rgb in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)):  # matplotlib's first two line colours
+    assert (np.abs(img - rgb).sum(-1) < 30).sum() > 200, rgb
+  p = subprocess.run([sys.executable, "-m", "launch.plot", f"--workdir={tmp_path}"], cwd=ROOT,
+                     capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert p.returncode == 2 and p.stderr.startswith(f"launch.plot: --workdir={tmp_path}: holds no")
 
 
 def _train(*args):

@@ -1,0 +1,87 @@
+"""Plots one or several runs side by side: success, loss, entropy and throughput against step.
+
+  python -m launch.plot --workdir=/tmp/run_a --workdir=/tmp/run_b [--out=runs.png]
+
+Reads each workdir's metrics.jsonl (every step once, also across resumes) and draws four panels:
+held-out success (greedy evaluations; the training batch's success as a thin line), the loss,
+the policy entropy and trajectories per second. Runs are labelled by their workdir's name. Writes a
+PNG (default: plot.png in the first workdir) and prints its path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+
+from launch.common import fail, parse_flags
+
+_WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A run's workdir (repeat to compare runs).")
+_OUT = flags.DEFINE_string("out", None, "PNG to write (default: WORKDIR/plot.png of the first).")
+_DPI = flags.DEFINE_integer("dpi", 110, "Resolution of the PNG.")
+
+PANELS = (  # (title, metric kind, key)
+    ("success (held-out, greedy)", "eval", "success_rate"),
+    ("loss", "train", "loss"),
+    ("entropy", "train", "entropy"),
+    ("trajectories / s", "train", "trajectories_per_s"),
+)
+
+
+_OLD_NAMES = {"trajectories_per_s": "samples_per_s"}  # runs logged before the rename
+
+
+def _series(rows, kind, key):
+  get = lambda r: r.get(key, r.get(_OLD_NAMES.get(key, key)))
+  pts = sorted((r["step"], get(r)) for r in rows
+               if r.get("kind") == kind and isinstance(get(r), (int, float)))
+  return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot(workdirs, out: str, dpi: int = 110) -> str:
+  """Draws the runs in `workdirs` into the PNG `out`; returns its path."""
+  import matplotlib
+  matplotlib.use("Agg")  # files only: no display needed
+  import matplotlib.pyplot as plt
+  from vla_rl_jax import metrics as metrics_lib
+
+  fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), constrained_layout=True)
+  for w in workdirs:
+    rows = metrics_lib.read_rows(os.path.join(w, metrics_lib.Writer.FILE))
+    label = os.path.basename(os.path.normpath(w))
+    for ax, (title, kind, key) in zip(axes.flat, PANELS):
+      x, y = _series(rows, kind, key)
+      line, = ax.plot(x, y, marker="o" if kind == "eval" else None, markersize=3, label=label)
+      if key == "success_rate":  # the training batch's success, for context
+        tx, ty = _series(rows, "train", key)
+        ax.plot(tx, ty, linewidth=0.6, alpha=0.5, color=line.get_color())
+      ax.set_title(title)
+      ax.set_xlabel("step")
+      ax.grid(alpha=0.3)
+  axes.flat[0].set_ylim(-0.02, 1.02)
+  axes.flat[0].legend(fontsize=8)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  fig.savefig(out, dpi=dpi)
+  plt.close(fig)
+  return out
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # matplotlib's font cache notices
+  workdirs = _WORKDIRS.value or []
+  if not workdirs:
+    fail("launch.plot", "give at least one --workdir=DIR (a training run)")
+  for w in workdirs:
+    if not os.path.isfile(os.path.join(w, "metrics.jsonl")):
+      fail("launch.plot", f"--workdir={w}: holds no metrics.jsonl (not a training run's workdir)")
+  if not 20 <= _DPI.value <= 600:
+    fail("launch.plot", f"--dpi={_DPI.value}: must be in [20, 600]")
+  out = _OUT.value or os.path.join(workdirs[0], "plot.png")
+  if not out.lower().endswith(".png"):
+    fail("launch.plot", f"--out={out}: must name a .png file")
+  print(plot(workdirs, out, _DPI.value))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags("launch.plot"))
