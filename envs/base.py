@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from brax.envs.base import Env as _BraxEnv
 from brax.envs.base import State
 
@@ -118,6 +119,26 @@ class Env(_BraxEnv, abc.ABC):
   def observe(self, state: State) -> State:
     """The state with its obs images rendered for the current physics state."""
     return state.replace(obs={**state.obs, **self.render_scene(self.scene(state))})
+
+  def render(self, trajectory: Any, camera: str | None = None) -> np.ndarray:
+    """uint8[T, H, W, 3]: the frames of `trajectory` (a list of States, or one State whose leaves
+    carry a leading time axis) seen from `camera` (default: the env's first), for notebooks, as
+    MuJoCo Playground's `env.render` offers. Each state's scene is rendered again, so states from
+    `physics_step` (stale images) render correctly too."""
+    if not self.cameras:
+      raise ValueError("this env was built without cameras (cameras=()); build it with "
+                       "cameras=('agentview',) or more to render")
+    camera = camera or self.cameras[0]
+    if camera not in self.cameras:
+      raise ValueError(f"camera={camera!r}: this env renders {list(self.cameras)}")
+    if isinstance(trajectory, (list, tuple)):
+      if not trajectory:
+        return np.zeros((0, *self.image_size, 3), np.uint8)
+      trajectory = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trajectory)
+    cache = self.__dict__.setdefault("_render_fns", {})
+    if camera not in cache:  # compiled once per camera and env
+      cache[camera] = jax.jit(jax.vmap(lambda s: self.render_scene(self.scene(s))[image_key(camera)]))
+    return np.asarray(cache[camera](trajectory))
 
   def eval_reset(self, rng: jax.Array) -> State:
     """Reset from the HELD-OUT initial-state distribution used for evaluation.

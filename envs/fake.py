@@ -131,7 +131,7 @@ class FakeReach(Env):
   def backend(self) -> str:
     return "jax"
 
-  def render(self, ps: FakePipelineState) -> jax.Array:
+  def draw(self, ps: FakePipelineState) -> jax.Array:
     """uint8[H, W, 3] top-down image."""
     n = self._size
     centres = (jnp.arange(n, dtype=jnp.float32) + 0.5) / n * 2.0 - 1.0
@@ -148,7 +148,7 @@ class FakeReach(Env):
     return state.pipeline_state
 
   def render_scene(self, scene: FakePipelineState) -> dict[str, jax.Array]:
-    return {image_key(c): self.render(scene) for c in self._cameras}
+    return {image_key(c): self.draw(scene) for c in self._cameras}
 
   def _obs(self, ps: FakePipelineState, task_id: jax.Array,
            images: dict[str, jax.Array] | None = None) -> dict[str, jax.Array]:

@@ -21,7 +21,7 @@ def test_contract_reset_step_vmap_and_image_orientation():
   nxt = jax.jit(jax.vmap(env.step))(states, jnp.ones((5, 2)))
   np.testing.assert_allclose(nxt.pipeline_state.pos, states.pipeline_state.pos + 0.1, atol=1e-6)
   # the red target sits at x = +0.3 (right of centre), y = 0: its pixels are in the right half
-  img = np.asarray(env.render(jax.tree_util.tree_map(lambda x: x[0], states.pipeline_state)))
+  img = np.asarray(env.draw(jax.tree_util.tree_map(lambda x: x[0], states.pipeline_state)))
   red = np.argwhere((img[..., 0] > 200) & (img[..., 1] < 80))
   assert red[:, 1].min() >= 8 and abs(red[:, 0].mean() - 7.5) < 1.0
   assert env.instructions[0] == f"reach the {COLOURS[0]} target"
@@ -170,3 +170,22 @@ def test_constructor_and_registry_reject_bad_options(kwargs, name, allowed):
     assert str(e.value).startswith(name) and allowed in str(e.value), str(e.value)
   with pytest.raises(ValueError, match=r"^radus=0.1: unknown option of env 'fake_reach'; did you mean 'radius'\?"):
     registry.make("fake_reach", image_size=8, cameras=("agentview",), radus=0.1)
+
+
+def test_render_gives_a_trajectorys_frames():
+  import numpy as np
+  from envs.fake import FakeReach
+  env = FakeReach(image_size=16)
+  s = jax.jit(env.reset)(jax.random.PRNGKey(3))
+  states = [s]
+  for a in ([1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]):
+    states.append(jax.jit(env.physics_step)(states[-1], jnp.array(a)))  # images left stale
+  frames = env.render(states)
+  want = np.stack([np.asarray(jax.jit(env.observe)(st).obs["image_agentview"]) for st in states])
+  assert frames.shape == (4, 16, 16, 3) and frames.dtype == np.uint8
+  np.testing.assert_array_equal(frames, want)
+  assert not np.array_equal(frames[0], frames[1])  # the agent moved between frames
+  stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+  np.testing.assert_array_equal(env.render(stacked), want)
+  with pytest.raises(ValueError, match=r"camera='wrist': this env renders \['agentview'\]"):
+    env.render(states, camera="wrist")

@@ -68,9 +68,9 @@ class TurnedImage(FakeReach):
   """The control: every target drawn turned 90 degrees counter-clockwise about the centre (the named
   colour appears one slot over); physics and success are FakeReach's own."""
 
-  def render(self, ps):
+  def draw(self, ps):
     x, y = ps.targets[:, 0], ps.targets[:, 1]
-    return super().render(ps.replace(targets=jnp.stack([-y, x], axis=-1)))
+    return super().draw(ps.replace(targets=jnp.stack([-y, x], axis=-1)))
 
 
 def control_success(c, params) -> float:
@@ -99,7 +99,7 @@ def test_image_task_has_no_blind_shortcut():
   n = jax.vmap(env.step)(s, jax.vmap(env.expert_action)(s))
   assert np.all(np.asarray(n.info["success"]))
   turned = TurnedImage(image_size=32, **TASK)
-  img, img_t = s.obs["image_agentview"][0], turned.render(jax.tree_util.tree_map(
+  img, img_t = s.obs["image_agentview"][0], turned.draw(jax.tree_util.tree_map(
       lambda x: x[0], s.pipeline_state))
   assert not np.array_equal(np.asarray(img), np.asarray(img_t))
 
