@@ -148,9 +148,12 @@ def test_resolving_a_config_starts_no_jax_backend():
   assert p.returncode == 0, p.stderr
 
 
-def test_importing_the_envs_prints_nothing():
+@pytest.mark.parametrize("module", ["launch.train", "launch.eval", "launch.benchmark",
+                                    "launch.make_demos", "launch.plot", "launch.serve",
+                                    "launch.demo"])
+def test_importing_a_launcher_and_the_envs_prints_nothing(module):
   # mujoco.mjx's "Failed to import warp" lines broke `launch.benchmark | jq` and every JSON report
-  code = "import envs.tasks.libero_suite, envs.fake, launch.eval"
+  code = f"import {module}, envs.tasks.libero_suite, envs.fake, mujoco.mjx"
   p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
   assert p.returncode == 0 and p.stdout == "" and "warp" not in p.stderr, (p.stdout, p.stderr)
