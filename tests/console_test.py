@@ -45,6 +45,9 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
           for v in e.summary.value}
   assert "train/task_success_ema/reach_the_red_target" in tags, tags  # TB: spaces -> _
   assert "eval/task_success/reach_the_blue_target" in tags, tags
+  texts = [v.tensor.string_val[0].decode() for e in metrics_lib.read_tensorboard(
+      str(tmp_path / "a" / "tb")) for v in e.summary.value if v.tag.startswith("config")]
+  assert len(texts) == 1 and '"step_size": 0.0001' in texts[0], texts  # the resolved config
   trainer.train_and_evaluate(c, str(tmp_path / "b"))  # the same config again: it knows how long
   out, _ = capfd.readouterr()
   assert re.search(r"compiling the train step \(about \d+ s on this machine\)\.\.\.", out), out

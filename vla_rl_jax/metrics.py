@@ -175,13 +175,22 @@ class Writer:
     row = {"step": step, "kind": prefix, "time": round(time.time() - self._t0, 3), **scalars}
     self._jsonl.write(json.dumps(_strict(row), allow_nan=False) + "\n")
     if self._tb_dir is not None:
-      if self._tb is None:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(self._tb_dir, purge_step=self._purge)
+      self._tensorboard()
       for k, v in scalars.items():
         for tag, x in (v.items() if isinstance(v, Mapping) else ((None, v),)):
           if isinstance(x, (int, float)) and math.isfinite(x):  # a dict: one curve per name
             self._tb.add_scalar(f"{prefix}/{k}" + (f"/{tag}" if tag is not None else ""), x, step)
+
+  def text(self, tag: str, text: str, step: int = 0) -> None:
+    """A text record in TensorBoard (the resolved config of the run segment, as Markdown)."""
+    if self.enabled and self._tb_dir is not None:
+      self._tensorboard().add_text(tag, text, step)
+
+  def _tensorboard(self):
+    if self._tb is None:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(self._tb_dir, purge_step=self._purge)
+    return self._tb
 
   def progress(self, step: int, m: Mapping[str, Any]) -> None:
     """One line per logged step: bar, success, trajectories/s and env steps/s, s/step, loss, the

@@ -164,6 +164,7 @@ def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any
     state, stats = b.init_fn()
   ckpt_lib.write_config(workdir, cfg)
   writer = metrics_lib.Writer(workdir, cfg.train.num_steps, enabled=verbose, start_step=start)
+  writer.text("config", "```json\n" + config_lib.dumps(cfg) + "\n```", start)
   try:
     return _loop(cfg, b, ckpt, writer, state, stats, start, log, warn)
   finally:
