@@ -224,7 +224,7 @@ def test_rollout_renders_once_per_call_at_the_chunk_boundary():
   # and the image the policy read at each call is the render of that state
   obs = call_obs(env, jax.tree_util.tree_map(lambda x: x[:, 2], traj.frames), traj.proprio[:, 2],
                  b.text_table[traj.task_id], cfg.env.camera)
-  want_img = jax.vmap(env.render)(jax.tree_util.tree_map(lambda x: x[:, 2], traj.frames["scene"]))
+  want_img = jax.vmap(env.draw)(jax.tree_util.tree_map(lambda x: x[:, 2], traj.frames["scene"]))
   np.testing.assert_array_equal(obs.image, want_img)
 
 
