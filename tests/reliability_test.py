@@ -117,14 +117,18 @@ def test_corrupt_checkpoints_are_detected_and_skipped(tmp_path):
   found = ckpt_lib.Checkpointer(work, 3).restore_latest(
       *b.abstract_state, b.state_shardings, b.env_stats_shardings, warn=warnings.append)
   assert found[0] == 2, warnings
-  assert len(warnings) == 2 and "checkpoint 4 does not match the digests" in warnings[0], warnings
+  # the flipped bit lands in zstd-compressed data: what it decodes to varies (a wrong value, a
+  # non-finite one, or no valid stream), and each is caught; the digest path alone is checked below
+  assert len(warnings) == 2 and warnings[0].startswith("skipping checkpoint 4 "), warnings
+  assert any(why in warnings[0] for why in ("does not match the digests", "non-finite values",
+                                            "cannot be read")), warnings
   assert "checkpoint 3 cannot be read" in warnings[1], warnings
   # evaluating a corrupt checkpoint by its step is refused with one line
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
   ev = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={work}", "--step=4",
                        "--num_states=8"], cwd=ROOT, env=env, capture_output=True, text=True,
                       timeout=300)
-  assert ev.returncode == 2 and "does not match the digests" in ev.stderr, ev.stderr
+  assert ev.returncode == 2 and ev.stderr.startswith("launch.eval: checkpoint 4 "), ev.stderr
   assert "Traceback" not in ev.stderr
   # the trainer resumes from 2, sets 3 and 4 aside (kept), and ends where an uninterrupted run ends
   out = trainer.train_and_evaluate(config(6), work, quiet=True)
