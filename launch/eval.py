@@ -197,20 +197,13 @@ def _eval_checkpoint() -> dict:
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
   warn = lambda text: print(f"launch.eval: warning: {text}", file=sys.stderr, flush=True)
   try:  # verified: digests as saved, every value finite; the latest falls back to an older one
-    if _STEP.value is not None:
-      step = _STEP.value
-      state, _, note = ckpt.restore(step, *b.abstract_state, b.state_shardings,
-                                    b.env_stats_shardings)
-      if note:
-        warn(note)
-    else:
-      found = ckpt.restore_latest(*b.abstract_state, b.state_shardings, b.env_stats_shardings,
-                                  warn=warn)
-      if found is None:
-        _fail(f"no complete checkpoint under {workdir}/checkpoints")
-      step, state, _ = found
+    found = ckpt.restore_for_inference(_STEP.value, *b.abstract_state, b.state_shardings,
+                                       b.env_stats_shardings, warn=warn)
   except ckpt_lib.CheckpointError as e:
     _fail(str(e))
+  if found is None:
+    _fail(f"no complete checkpoint under {workdir}/checkpoints")
+  step, state, _ = found
   temp = cfg.policy.eval_temperature if _TEMP.value is None else _TEMP.value
   pairs = evaluation.evaluation_set(b.env)
   if _VIDEO_DIR.value and pairs is None:

@@ -46,19 +46,13 @@ def main(argv):
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
   warn = lambda text: print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
   try:
-    if _STEP.value is not None:
-      step = _STEP.value
-      state, _, note = ckpt.restore(step, *b.abstract_state, b.state_shardings, b.env_stats_shardings)
-      if note:
-        warn(note)
-    else:
-      found = ckpt.restore_latest(*b.abstract_state, b.state_shardings, b.env_stats_shardings,
-                                  warn=warn)
-      if found is None:
-        fail(prog, f"--workdir={workdir}: no complete checkpoint under {workdir}/checkpoints")
-      step, state, _ = found
+    found = ckpt.restore_for_inference(_STEP.value, *b.abstract_state, b.state_shardings,
+                                       b.env_stats_shardings, warn=warn)
   except ckpt_lib.CheckpointError as e:
     fail(prog, str(e))
+  if found is None:
+    fail(prog, f"--workdir={workdir}: no complete checkpoint under {workdir}/checkpoints")
+  step, state, _ = found
   ckpt.close()
   temp = cfg.policy.eval_temperature if _TEMP.value is None else _TEMP.value
   server = serving.PolicyServer(b, state.params, temperature=temp, step=step)

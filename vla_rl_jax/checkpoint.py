@@ -228,6 +228,22 @@ class Checkpointer:
           + "; ".join(reason for _, reason in self.rejected))
     return None
 
+  def restore_for_inference(self, step: int | None, abstract_state: Any, abstract_stats: Any,
+                            state_shardings: Any, stats_shardings: Any,
+                            warn: Callable[[str], None] = print):
+    """What eval and serving load: checkpoint `step` (verified, no fallback: the user named it)
+    or, with step None, the newest one that verifies. Returns (step, state, env_stats), or None
+    when there is no checkpoint at all; raises CheckpointError when the one asked for (or every
+    one) fails verification."""
+    if step is None:
+      return self.restore_latest(abstract_state, abstract_stats, state_shardings,
+                                 stats_shardings, warn=warn)
+    state, stats, note = self.restore(step, abstract_state, abstract_stats, state_shardings,
+                                      stats_shardings)
+    if note:
+      warn(note)
+    return step, state, stats
+
   def set_aside_rejected(self) -> list[str]:
     """Moves the checkpoints `restore_latest` rejected to workdir/checkpoints.rejected/ (kept for
     inspection, never deleted), so the resumed run can save those steps again."""
