@@ -8,6 +8,7 @@ overridden with `--config.rl.group_size=8` style flags.
 import ml_collections
 
 from vla_rl_jax.config import VARIANTS  # config validation knows the sizes too
+from vla_rl_jax.rl import registry as rl_registry
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 # Per-env defaults applied before the variant: episode length T, image size, chunk K.
@@ -95,8 +96,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rl.num_prompts = 16              # B initial states per step
   c.rl.group_size = 8                # G rollouts per initial state
   c.rl.advantage = "grpo"
+  c.rl.advantage_kwargs = ml_collections.ConfigDict(rl_registry.prefill("advantage"))
   c.rl.adv_eps = 1e-6
   c.rl.loss = "ppo_clip"
+  # every option any registered loss (advantage) declares, at its default, so each can be set by
+  # flag; validation keeps those of the chosen one (vla_rl_jax.rl.registry)
+  c.rl.loss_kwargs = ml_collections.ConfigDict(rl_registry.prefill("loss"))
   c.rl.clip_low = 0.2
   c.rl.clip_high = 0.28              # clip-higher
   c.rl.kl_coef = 0.0

@@ -1,4 +1,7 @@
-"""Env constructor options as data (name, type, default, allowed values, doc): one check for flags and Python.
+"""Options as data (name, type, default, allowed values, doc): one check for flags and Python.
+
+Env constructors declare them, and so do the RL registries (vla_rl_jax.rl.registry: a loss's or an
+advantage's hyperparameters, `--config.rl.loss_kwargs.NAME=value`).
 
 Each registered env declares a `Schema` next to its constructor and attaches it to its registry
 factory (`@declares(SCHEMA)`); `envs.registry.check_kwargs` and the constructors both validate
@@ -125,9 +128,10 @@ Rule = Callable[[dict], None]   # a check across options (raises OptionError nam
 
 @dataclasses.dataclass(frozen=True)
 class Schema:
-  """An env's options; `cameras` the camera names it can render; `rules` cross-option checks."""
+  """An env's (or a loss's) options; `cameras` the camera names an env can render; `rules`
+  cross-option checks."""
   options: tuple[Option, ...]
-  cameras: tuple[str, ...]
+  cameras: tuple[str, ...] = ()
   rules: tuple[Rule, ...] = ()
   python_only: tuple[str, ...] = ()
 
@@ -146,20 +150,22 @@ class Schema:
     return {o.name: o.default for o in self.options}
 
   def check(self, kwargs: Mapping[str, Any], env: str = "", *, python: bool = True,
-            fill: bool = True) -> dict[str, Any]:
+            fill: bool = True, owner: str | None = None) -> dict[str, Any]:
     """Validated, normalised options: every declared one (defaults filled) unless fill=False, plus
-    the python_only ones given (refused with python=False: a config cannot carry them)."""
+    the python_only ones given (refused with python=False: a config cannot carry them).
+    owner: what errors call the holder of the options (default "env 'ENV'")."""
+    owner = owner or f"env {env!r}"
     by_name = {o.name: o for o in self.options}
     out = self.defaults() if fill else {}
     for k, v in kwargs.items():
       if k in self.python_only:
         if not python:
-          raise OptionError(k, v, f"env {env!r} takes this option from Python only "
+          raise OptionError(k, v, f"{owner} takes this option from Python only "
                             f"(not settable from a config or flag)")
         out[k] = v
         continue
       if k not in by_name:
-        raise OptionError(k, v, unknown_message(k, self.names, f"env {env!r}"))
+        raise OptionError(k, v, unknown_message(k, self.names, owner))
       out[k] = by_name[k].check(v)
     if fill:
       for rule in self.rules:

@@ -18,12 +18,14 @@ def _config_help() -> str:
   """--help names what the config file's argument and the registries accept."""
   from configs.default import VARIANTS  # noqa: PLC0415  (no JAX backend is started by these)
   from envs import registry  # noqa: PLC0415
-  from vla_rl_jax import config as config_lib  # noqa: PLC0415
+  from vla_rl_jax.rl import registry as rl_registry  # noqa: PLC0415  (imports jax, starts nothing)
+  loss_opts = ", ".join(sorted(rl_registry.prefill("loss")))
   return (f"Config file and argument, e.g. configs/default.py:variant=tiny,env=fake_reach. "
           f"variant: {'|'.join(VARIANTS)}; env: {'|'.join(registry.names())}. Override any field "
           f"with --config.SECTION.FIELD=VALUE, e.g. --config.rl.loss="
-          f"{'|'.join(config_lib.LOSS_NAMES)}, --config.rl.advantage="
-          f"{'|'.join(config_lib.ADVANTAGE_NAMES)}, --config.env.kwargs.OPTION=VALUE (the env's "
+          f"{'|'.join(rl_registry.names('loss'))}, --config.rl.loss_kwargs.OPTION=VALUE (the "
+          f"loss's declared options: {loss_opts}), --config.rl.advantage="
+          f"{'|'.join(rl_registry.names('advantage'))}, --config.env.kwargs.OPTION=VALUE (the env's "
           f"declared options).")
 
 

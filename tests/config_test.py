@@ -155,6 +155,55 @@ def test_every_env_option_is_settable_from_flags():
   assert kw["protocol"] == "held_out"   # the preset's value kept
 
 
+def test_loss_options_are_settable_from_flags_and_roundtrip():
+  c = _parse_flags("--config=configs/default.py:variant=tiny", "--config.rl.loss=ppo_clip_token_mean",
+                   "--config.rl.loss_kwargs.ratio_level=action", "--config.rl.loss_kwargs.dual_clip=3",
+                   "--config.rl.advantage=reinforce_pp")
+  cfg = config_lib.resolve(c, 8)
+  assert cfg.rl.loss_kwargs == (("dual_clip", 3.0), ("ratio_level", "action"))
+  assert cfg.rl.advantage == "reinforce_pp" and cfg.rl.advantage_kwargs == ()
+  assert config_lib.loads(config_lib.dumps(cfg), 8) == cfg
+  # another loss: only its own options, defaults filled; the pre-filled ones of others are dropped
+  gspo = resolve_with(rl__loss="gspo", rl__loss_kwargs__seq_clip_high=0.01)
+  assert gspo.rl.loss_kwargs == (("seq_clip_high", 0.01), ("seq_clip_low", 3e-4))
+  assert config_lib.loads(config_lib.dumps(gspo), 8) == gspo
+
+
+def test_config_saved_before_loss_options_loads_and_resumes():
+  cfg = resolve_with()
+  old = config_lib.to_dict(cfg)
+  del old["rl"]["loss_kwargs"], old["rl"]["advantage_kwargs"]
+  loaded = config_lib.resolve(old, 8)
+  assert loaded == cfg and dict(loaded.rl.loss_kwargs) == {"dual_clip": 0.0, "ratio_level": "token"}
+  assert config_lib.resume_conflicts(old, cfg) == []
+  assert config_lib.resume_conflicts(old, resolve_with(rl__loss_kwargs__dual_clip=3.0)) == ["rl"]
+
+
+@pytest.mark.parametrize("overrides, field, allowed", [
+    (dict(rl__loss_kwargs__dual_clp=3.0), "rl.loss_kwargs.dual_clp=3.0", "did you mean 'dual_clip'?"),
+    (dict(rl__loss_kwargs__dual_clip=0.5), "rl.loss_kwargs.dual_clip=0.5", "0 (off) or > 1"),
+    (dict(rl__loss_kwargs__dual_clip=-3.0), "rl.loss_kwargs.dual_clip=-3.0", ">= 0.0"),
+    (dict(rl__loss_kwargs__ratio_level="step"), "rl.loss_kwargs.ratio_level='step'",
+     "['token', 'action', 'chunk']"),
+    (dict(rl__loss="gspo", rl__loss_kwargs__dual_clip=3.0), "rl.loss_kwargs.dual_clip=3.0",
+     "not an option of loss 'gspo'"),
+    (dict(rl__loss="gspo", rl__loss_kwargs__seq_clip_low=1.0), "rl.loss_kwargs.seq_clip_low=1.0",
+     "[0.0, 1.0)"),
+    (dict(rl__loss="reinforce", rl__loss_kwargs={"beta": 1}), "rl.loss_kwargs.beta=1",
+     "unknown option of loss 'reinforce'"),
+    (dict(rl__advantage_kwargs={"eps": 1}), "rl.advantage_kwargs.eps=1",
+     "unknown option of advantage 'grpo'"),
+    (dict(rl__loss="ppo_clp"), "rl.loss='ppo_clp'", "did you mean 'ppo_clip'?"),
+    (dict(rl__advantage="reinforce++"), "rl.advantage='reinforce++'", "'reinforce_pp'"),
+    (dict(rl__loss_kwargs=[1, 2]), "rl.loss_kwargs=[1, 2]", "mapping of the loss's options"),
+])
+def test_bad_loss_and_advantage_options_name_the_field(overrides, field, allowed):
+  with pytest.raises(ConfigError) as e:
+    resolve_with(**overrides)
+  msg = str(e.value)
+  assert msg.startswith(f"config.{field}") and allowed in msg and "\n" not in msg, msg
+
+
 @pytest.mark.parametrize("arg, kwargs, field, allowed", [
     ("", dict(radius=-1.0), "radius=-1.0", "must be > 0"),
     ("", dict(radius=0.5), "radius=0.5", "must be < 0.4123"),   # solved before the policy acts

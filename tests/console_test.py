@@ -76,6 +76,7 @@ def _train(*args):
 def test_help_lists_the_choices_and_debug_shows_the_traceback(tmp_path):
   h = _train("--help").stdout
   for word in ("variant: tiny|small|base", "libero_goal", "ppo_clip", "rloo", "--config.env.kwargs",
+               "gspo", "reinforce_pp", "dual_clip", "--config.rl.loss_kwargs",
                "--[no]debug"):
     assert word in h, word
   bad = ("--config=configs/default.py:variant=tiny", f"--workdir={tmp_path}", "--config.rl.group_size=1")

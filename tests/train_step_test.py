@@ -14,6 +14,9 @@ from vla_rl_jax import config as config_lib
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import build
 from vla_rl_jax.models import tokenizer
+from envs import schema
+from vla_rl_jax.rl import losses as losses_lib
+from vla_rl_jax.rl.registry import register_loss
 from vla_rl_jax.rollout import call_obs, rollout
 from vla_rl_jax.train_step import keep_groups, local_order, make_train_step
 
@@ -179,6 +182,45 @@ def test_step_with_every_group_dropped_changes_nothing():
   jax.tree_util.tree_map(np.testing.assert_array_equal, before,
                          jax.device_get((state.params, state.opt_state)))
   assert int(state.step) == 1
+
+
+@register_loss("test_marked_ppo", schema.Float("marker", 1.0, "reported as a metric", lo=0.0))
+def _marked_ppo(inp, cfg, *, marker):
+  """ppo_clip with one ratio per chunk and dual clip: the layout the train step passes is used."""
+  loss, m = losses_lib.ppo_clip(inp, cfg, ratio_level="chunk", dual_clip=3.0)
+  _LAYOUT_SEEN.append((inp.action_dim, inp.chunk_size, inp.logp.shape[-1]))  # at trace time
+  return loss, dict(m, marker=jnp.float32(marker))
+
+
+_LAYOUT_SEEN = []
+
+
+def test_step_with_an_outside_loss_kl_epochs_and_reinforce_pp():
+  """A loss registered here, its option, KL to the starting policy (kept in the state), two PPO
+  epochs and the REINFORCE++ advantage, in one fused step."""
+  c = get_config("variant=tiny")
+  c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 8, 4, 16
+  c.rl.loss, c.rl.advantage = "test_marked_ppo", "reinforce_pp"
+  c.rl.loss_kwargs.marker = 7.0        # a field the ConfigDict did not hold: Python adds it
+  c.rl.kl_coef, c.rl.num_epochs, c.rl.dynamic_sampling = 0.1, 2, False
+  cfg = config_lib.resolve(c, 1)
+  assert cfg.rl.loss_kwargs == (("marker", 7.0),)
+  b = build(cfg, devices=jax.devices()[:1])
+  state, stats = b.init_fn()
+  assert state.ref_params is not None
+  before = jax.device_get(state.params)
+  state, stats, m = make_train_step(b)(state, stats)
+  m = jax.device_get(m)
+  assert float(m["marker"]) == 7.0
+  d, k = b.env.action_size, cfg.policy.chunk_size
+  assert set(_LAYOUT_SEEN) == {(d, k, cfg.num_calls * k * d)}
+  assert float(m["updates_applied"]) == 2 * cfg.num_minibatches   # every minibatch, both epochs
+  assert float(m["first_ratio_dev"]) < 1e-5 and "kl_ref" in m and "clip_frac" in m
+  assert all(np.isfinite(v) for v in m.values())
+  moved = jax.tree_util.tree_map(lambda x, y: np.any(x != y), before, jax.device_get(state.params))
+  assert any(jax.tree_util.tree_leaves(moved))
+  # the reference stays the starting policy
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.device_get(state.ref_params))
 
 
 class _PhysicsOnlyReach(FakeReach):

@@ -17,8 +17,6 @@ from typing import Any, Mapping
 from envs import registry as env_registry
 from envs import schema as env_schema
 
-LOSS_NAMES = ("ppo_clip", "ppo_clip_token_mean", "reinforce")  # kept equal to rl.losses.LOSSES (tested)
-ADVANTAGE_NAMES = ("grpo", "rloo", "dr_grpo")                   # kept equal to rl.advantages (tested)
 MODEL_NAMES = ("tiny_vla",)
 STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
@@ -83,6 +81,10 @@ class RLConfig:
   # (0: one block per batch shard), so no trajectory moves between devices. A fixed value makes
   # results independent of the mesh (it must be a multiple of mesh.data * mesh.fsdp).
   shuffle_blocks: int = 0
+  # The loss's and the advantage's declared hyperparameters (vla_rl_jax.rl.registry), every one
+  # filled in, as sorted (name, value) pairs; a config saved before they existed gets the defaults.
+  loss_kwargs: tuple[tuple[str, Any], ...] = ()
+  advantage_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +223,9 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
     if k not in raw:
       continue
     v = raw[k]
-    if k == "kwargs":
+    if k in _KWARGS_FIELDS:
       if not isinstance(v, (Mapping, tuple)):
-        _fail(f"{name}.{k}", v, "must be a mapping of the env's options")
+        _fail(f"{name}.{k}", v, f"must be a mapping of the {_KWARGS_FIELDS[k]}'s options")
       v = tuple(sorted((kk, _freeze(vv)) for kk, vv in dict(v).items()))
     elif f.type in ("int",):
       if isinstance(v, bool) or not isinstance(v, int):
@@ -242,6 +244,10 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
         _fail(f"{name}.{k}", v, "must be a string")
     values[k] = v
   return cls(**values)
+
+
+# fields holding a mapping of options -> whose options they are
+_KWARGS_FIELDS = {"kwargs": "env", "loss_kwargs": "loss", "advantage_kwargs": "advantage"}
 
 
 def _freeze(v: Any) -> Any:
@@ -318,10 +324,7 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("model.param_dtype", cfg.model.param_dtype,
           "must be 'float32': master weights in bf16 cannot absorb AdamW updates of ~lr (5e-6); "
           "use model.dtype='bfloat16' for bf16 compute")
-  if cfg.rl.loss not in LOSS_NAMES:
-    _fail("rl.loss", cfg.rl.loss, f"unknown loss; choose one of {list(LOSS_NAMES)}")
-  if cfg.rl.advantage not in ADVANTAGE_NAMES:
-    _fail("rl.advantage", cfg.rl.advantage, f"unknown advantage; choose one of {list(ADVANTAGE_NAMES)}")
+  cfg = dataclasses.replace(cfg, rl=_rl_options(cfg.rl))
   if cfg.rl.group_size < 2:
     _fail("rl.group_size", cfg.rl.group_size,
           "must be >= 2 (group-relative advantages compare rollouts from one initial state)")
@@ -418,6 +421,27 @@ def _env_options(env: EnvConfig) -> EnvConfig:
   return dataclasses.replace(env, kwargs=tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
 
 
+def _rl_options(rl: RLConfig) -> RLConfig:
+  """rl.loss and rl.advantage checked against the registries as they are now (a loss registered
+  by user code before resolve is valid), and their options against what each declares."""
+  from vla_rl_jax.rl import registry  # noqa: PLC0415  (the built-ins import jax; resolve-time only)
+  out = {}
+  for kind in ("loss", "advantage"):
+    name = getattr(rl, kind)
+    known = registry.names(kind)
+    if name not in known:
+      close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
+      hint = f"did you mean {close[0]!r}? " if close else ""
+      _fail(f"rl.{kind}", name, f"unknown {kind}; {hint}registered: {list(known)} (add one with "
+            f"vla_rl_jax.rl.registry.register_{kind})")
+    try:
+      options = registry.resolve_options(kind, name, dict(getattr(rl, f"{kind}_kwargs")))
+    except env_schema.OptionError as e:
+      _fail(f"rl.{kind}_kwargs.{e.name}", e.value, e.allowed)
+    out[f"{kind}_kwargs"] = tuple(sorted((k, _freeze(v)) for k, v in options.items()))
+  return dataclasses.replace(rl, **out)
+
+
 def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
   m = cfg.mesh
   others = m.fsdp * m.tensor
@@ -476,6 +500,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
   """JSON-able nested dict (kwargs back to a mapping); `resolve(to_dict(cfg))` rebuilds cfg."""
   d = dataclasses.asdict(cfg)
   d["env"]["kwargs"] = dict(cfg.env.kwargs)
+  d["rl"]["loss_kwargs"] = dict(cfg.rl.loss_kwargs)
+  d["rl"]["advantage_kwargs"] = dict(cfg.rl.advantage_kwargs)
   return d
 
 
@@ -517,6 +543,14 @@ def resume_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[str]:
       saved = {**saved, "env": json.loads(json.dumps(env, sort_keys=True))}
     except (ValueError, KeyError):
       pass  # an option the env no longer allows: the sections differ, reported below
+  if isinstance(saved.get("rl"), Mapping):  # a run saved before losses declared their options
+    try:
+      rl = _rl_options(_section("rl", RLConfig, saved["rl"]))
+      saved = {**saved, "rl": json.loads(json.dumps(
+          {**dataclasses.asdict(rl), "loss_kwargs": dict(rl.loss_kwargs),
+           "advantage_kwargs": dict(rl.advantage_kwargs)}, sort_keys=True))}
+    except (ValueError, KeyError, TypeError):
+      pass  # a loss or option no longer registered: the sections differ, reported below
   for k in sorted(now):
     if k in RESUMABLE_SECTIONS or saved.get(k) == now[k]:
       continue

@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 from vla_rl_jax import integrity, sharding
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rl import advantages as adv_lib
-from vla_rl_jax.rl.losses import LOSSES, LossInputs
+from vla_rl_jax.rl.losses import LossInputs, make_loss
 from vla_rl_jax.rollout import call_obs, rollout
 from vla_rl_jax.types import EnvStats, Trajectory, TrainState
 
@@ -78,7 +78,7 @@ def take_local(tree, rows: jax.Array, mesh: Mesh):
 def make_loss_fn(b: Built):
   """(params, minibatch Trajectory, advantages, weights, ref_params) -> (loss, metrics)."""
   cfg = b.cfg
-  loss_impl = LOSSES[cfg.rl.loss]
+  loss_impl = make_loss(cfg.rl)
   temp = cfg.policy.temperature
 
   def score(params, traj: Trajectory, weights):
@@ -108,15 +108,16 @@ def make_loss_fn(b: Built):
     return time_major(logp).reshape(m, c * l), time_major(ent).reshape(m, c * l)
 
   def loss_fn(params, traj: Trajectory, advantages, weights, ref_params):
-    m = traj.tokens.shape[0]
+    m, _, l = traj.tokens.shape
     logp, ent = score(params, traj, weights)
     ref_logp = None
     if ref_params is not None and cfg.rl.kl_coef > 0:
       ref_logp = jax.lax.stop_gradient(score(ref_params, traj, weights)[0])
     inp = LossInputs(logp=logp, old_logp=traj.logp.reshape(m, -1), advantages=advantages,
                      token_mask=traj.token_mask.reshape(m, -1), traj_weight=weights,
-                     entropy=ent, ref_logp=ref_logp)
-    return loss_impl(inp, cfg.rl)
+                     entropy=ent, ref_logp=ref_logp, chunk_size=cfg.policy.chunk_size,
+                     action_dim=l // cfg.policy.chunk_size)
+    return loss_impl(inp)
 
   return loss_fn
 
@@ -141,7 +142,8 @@ def make_train_step(b: Built):
                           store=cfg.rollout.store,
                           policy_microbatch=cfg.rollout.policy_microbatch, mesh=mesh)
     rewards = traj.reward.reshape(bsz * over, g)
-    adv, weight = adv_lib.compute(cfg.rl.advantage, rewards, cfg.rl.adv_eps, cfg.rl.dynamic_sampling)
+    adv, weight = adv_lib.compute(cfg.rl.advantage, rewards, cfg.rl.adv_eps, cfg.rl.dynamic_sampling,
+                                  cfg.rl.advantage_kwargs)
     adv, weight = constrain((adv.reshape(n_roll), weight.reshape(n_roll)))
     batch = (traj, adv, weight)
     extra = {}

@@ -1,1 +1,1 @@
-"""RL core on arrays: advantages, dynamic-sampling masks, the LOSSES registry. Never calls the model."""
+"""RL core on arrays: loss and advantage registries, advantages, dynamic sampling. Never calls the model."""
