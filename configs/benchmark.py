@@ -4,6 +4,9 @@ env:   physics / control steps per second of a task at each batch size, without 
        agentview camera, and with both cameras; frames/s, compile seconds, peak memory.
 render: the JAX ray caster per frame vs MuJoCo's own OpenGL renderer on the task's scene.
 train: compile time and steady-state time of the fused train step (trajectories/s) per env.
+fused_vs_unfused: the fused train step against the unfused baseline of the same algorithm
+       (vla_rl_jax/unfused.py: a Python loop over control steps, as the reference runs), same
+       config, timed alternately in one run; prints `fused_unfused_ratio`.
 suites: control steps/s of each LIBERO suite (ten tasks mixed in one batch, one camera) next to the
        single-task env in the same run; step and reset compile seconds.
 """
@@ -14,7 +17,8 @@ from configs.default import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_arg(arg, {"what": ("env", "render", "train", "suites", "all"), "env": None})
+  args = parse_arg(arg, {"what": ("env", "render", "train", "suites", "fused_vs_unfused", "all"),
+                         "env": None})
   c = ml_collections.ConfigDict()
   c.what = args.get("what", "all")
   c.env = args.get("env", "libero_bowl_on_plate")
@@ -27,7 +31,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train_variant = "tiny"
   c.train_repeats = 3
   c.train_chunk_size = 4               # K for the train bench (0: the env preset's)
+  c.train_num_prompts = 0              # initial states per step (0: the variant's); x group size
+  c.train_dtype = ""                   # model compute dtype ("": the variant's; bfloat16 on GPUs)
   c.suites = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
   c.suite_single = "libero_bowl_on_plate"
   c.suite_num_envs = 256
+  c.ratio_envs = (args["env"],) if args.get("env") else ("fake_reach", "libero_bowl_on_plate")
+  c.ratio_variant = "tiny"
+  c.ratio_repeats = 3
+  c.ratio_num_prompts = 0              # initial states per step (0: the config's; fewer: quicker)
+  # the persistent compilation cache is off so compile times are real (True: reuse it, and each row
+  # says compilation_cache: true)
+  c.compilation_cache = False
   return c

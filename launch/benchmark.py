@@ -1,18 +1,27 @@
-"""Benchmarks: one JSON line per setting on stdout (progress on stderr).
+"""Benchmarks: one JSON line per setting on stdout and nothing else (progress on stderr).
 
   python -m launch.benchmark --config=configs/benchmark.py:what=env
   python -m launch.benchmark --config=configs/benchmark.py:what=train
   python -m launch.benchmark --config=configs/benchmark.py:what=suites
+  python -m launch.benchmark --config=configs/benchmark.py:what=fused_vs_unfused
 
-Honest numbers: compile time reported apart from run time, warm-up excluded, outputs blocked on,
-median of repeats; each line records the machine (platform, device kind, device count).
+Honest numbers: compile time reported apart from run time and measured with the persistent
+compilation cache OFF (`compilation_cache=True` in the config turns it on; each row says which),
+warm-up excluded, outputs blocked on; min / median / max over repeats (rates from the median time;
+`_min` / `_max` from the slowest / fastest repeat), the host's 1-minute load average when the row
+is written, and the machine, library versions and git commit in every row.
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
 import json
+import math
+import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 
@@ -22,11 +31,35 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/benchmark.py", "Benchmark config.")
 
 
-def _machine() -> dict:
+@functools.cache
+def _static_machine() -> dict:
+  import importlib.metadata as md
   import jax
   d = jax.devices()[0]
+  versions = {}
+  for pkg in ("jax", "jaxlib", "flax", "mujoco", "mujoco-mjx"):
+    try:
+      versions[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10,
+                           cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    commit = commit + ("+dirty" if dirty and commit else "")
+  except (OSError, subprocess.SubprocessError):
+    commit = ""
   return {"platform": d.platform, "device_kind": d.device_kind, "num_devices": jax.device_count(),
-          "host": platform.node(), "jax": jax.__version__}
+          "host": platform.node(), "cpu_count": os.cpu_count(), "versions": versions,
+          "git_commit": commit or None,
+          "compilation_cache": bool(jax.config.jax_enable_compilation_cache)}
+
+
+def _machine() -> dict:
+  return {**_static_machine(), "load_avg_1m": os.getloadavg()[0],
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _peak_memory_mb() -> dict:
@@ -38,14 +71,23 @@ def _peak_memory_mb() -> dict:
   return out
 
 
-def _median_time(fn, args, repeats: int) -> float:
+def _times(fn, args, repeats: int) -> list[float]:
+  """Seconds of each of `repeats` calls, outputs blocked on."""
   import jax
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t)
-  return sorted(times)[len(times) // 2]
+  return times
+
+
+def _spread(prefix: str, times: list[float], work: float = 1.0, rate: bool = True) -> dict:
+  """{prefix: median, prefix_min, prefix_max}: a rate (work / seconds) or the seconds themselves."""
+  med = sorted(times)[len(times) // 2]
+  if rate:
+    return {prefix: work / med, f"{prefix}_min": work / max(times), f"{prefix}_max": work / min(times)}
+  return {prefix: med, f"{prefix}_min": min(times), f"{prefix}_max": max(times)}
 
 
 def emit(row: dict) -> None:
@@ -82,12 +124,14 @@ def bench_env_setting(env_name: str, num_envs: int, cameras: tuple[str, ...], im
   run_c = jax.jit(run).lower(states, jax.random.PRNGKey(1)).compile()
   compile_s = time.perf_counter() - t
   jax.block_until_ready(run_c(states, jax.random.PRNGKey(1)))  # warm-up
-  dt = _median_time(run_c, (states, jax.random.PRNGKey(2)), repeats)
-  cs = num_envs * control_steps / dt
+  times = _times(run_c, (states, jax.random.PRNGKey(2)), repeats)
+  work = num_envs * control_steps
   substeps = int(getattr(env, "substeps", 1))
-  return {"control_steps_per_s": cs, "physics_steps_per_s": cs * substeps,
-          "frames_per_s": cs * len(cameras), "compile_s": compile_s, "substeps": substeps,
-          "seconds_per_call": dt, "reset_compile_s": reset_compile_s}
+  return {**_spread("control_steps_per_s", times, work),
+          **_spread("physics_steps_per_s", times, work * substeps),
+          **_spread("frames_per_s", times, work * len(cameras)),
+          **_spread("seconds_per_call", times, rate=False),
+          "compile_s": compile_s, "substeps": substeps, "reset_compile_s": reset_compile_s}
 
 
 def bench_env(cfg) -> None:
@@ -102,18 +146,23 @@ def bench_env(cfg) -> None:
       except Exception as e:  # e.g. out of memory at the largest batch: report, keep going
         row[f"error{label}"] = f"{type(e).__name__}: {str(e)[:200]}"
         continue
-      row[f"control_steps_per_s{label}"] = r["control_steps_per_s"]
+      for sfx in ("", "_min", "_max"):
+        row[f"control_steps_per_s{label}{sfx}"] = r[f"control_steps_per_s{sfx}"]
+        if not cams:
+          row[f"physics_steps_per_s{sfx}"] = r[f"physics_steps_per_s{sfx}"]
+        else:
+          row[f"frames_per_s{label}{sfx}"] = r[f"frames_per_s{sfx}"]
       row[f"compile_s{label}"] = r["compile_s"]
       if not cams:
-        row["physics_steps_per_s"] = r["physics_steps_per_s"]
         row["substeps"] = r["substeps"]
-      else:
-        row[f"frames_per_s{label}"] = r["frames_per_s"]
     if "control_steps_per_s" in row and "control_steps_per_s_render" in row:
       # seconds of rendering per control step vs seconds of physics per control step
+      # medians of separate timings: on a loaded machine this can come out negative (noise), and
+      # the min/max rows say how far to trust it; clamped at 0 with the raw value kept
       physics = 1.0 / row["control_steps_per_s"]
       render = 1.0 / row["control_steps_per_s_render"] - physics
-      row["render_over_physics"] = render / physics
+      row["render_over_physics_raw"] = render / physics
+      row["render_over_physics"] = max(render / physics, 0.0)
     row.update(_peak_memory_mb(), **_machine())
     emit(row)
 
@@ -129,7 +178,8 @@ def bench_suites(cfg) -> None:
                           cfg.control_steps, cfg.repeats)
     base = base or r["control_steps_per_s"]
     emit({"bench": "suite", "env": name, "num_envs": cfg.suite_num_envs, "camera": cfg.cameras[0],
-          "image_size": cfg.image_size, "control_steps_per_s": r["control_steps_per_s"],
+          "image_size": cfg.image_size,
+          **{k: v for k, v in r.items() if k.startswith("control_steps_per_s")},
           "relative_to_single_task": r["control_steps_per_s"] / base,
           "step_compile_s": r["compile_s"], "reset_compile_s": r["reset_compile_s"],
           **_peak_memory_mb(), **_machine()})
@@ -163,11 +213,37 @@ def bench_render(cfg) -> None:
     emit({**row, **_machine()})
 
 
-def bench_train(cfg) -> None:
+def _train_config(env_name: str, variant: str, chunk_size: int, num_prompts: int = 0,
+                  dtype: str = ""):
   import jax
   from configs.default import get_config
-  from envs import registry
   from vla_rl_jax import config as config_lib
+  c = get_config(f"variant={variant},env={env_name}")
+  if chunk_size:
+    c.policy.chunk_size = chunk_size
+  if num_prompts:
+    c.rl.num_prompts = num_prompts
+    c.rl.minibatch_size = min(c.rl.minibatch_size, num_prompts * c.rl.group_size)
+  if dtype:
+    c.model.dtype = dtype
+  return config_lib.resolve(c, jax.device_count())
+
+
+def _step_row(rc, times: list[float], metrics: list[dict]) -> dict:
+  """Throughput of a train step from each repeat's seconds and metrics: trajectories/s, and env
+  control steps/s and policy calls/s from each repeat's own work (episodes shorten as the policy
+  learns, and the rollout stops when all have ended)."""
+  n_roll = rc.num_rollout_trajectories  # oversampling rolls out more than the update keeps
+  row = {**_spread("step_s", times, rate=False), **_spread("trajectories_per_s", times, n_roll)}
+  for name, key in (("env_steps_per_s", "episode_length"), ("policy_calls_per_s", "policy_calls")):
+    r = sorted(n_roll * float(m[key]) / t for m, t in zip(metrics, times))
+    row.update({name: r[len(r) // 2], f"{name}_min": r[0], f"{name}_max": r[-1]})
+  return row
+
+
+def bench_train(cfg) -> None:
+  import jax
+  from envs import registry
   from vla_rl_jax.builders import build
   from vla_rl_jax.rollout import resolve_store, stored_bytes_per_call
   from vla_rl_jax.train_step import make_train_step
@@ -176,10 +252,8 @@ def bench_train(cfg) -> None:
     if env_name not in registry.names():
       emit({"bench": "train", "env": env_name, "error": "env not registered"})
       continue
-    c = get_config(f"variant={cfg.train_variant},env={env_name}")
-    if cfg.train_chunk_size:
-      c.policy.chunk_size = cfg.train_chunk_size
-    rc = config_lib.resolve(c, jax.device_count())
+    rc = _train_config(env_name, cfg.train_variant, cfg.train_chunk_size, cfg.train_num_prompts,
+                       cfg.train_dtype)
     print(f"train step on {env_name} ({cfg.train_variant}) ...", file=sys.stderr, flush=True)
     b = build(rc)
     state, stats = b.init_fn()
@@ -188,22 +262,75 @@ def bench_train(cfg) -> None:
     compile_s = time.perf_counter() - t
     state, stats, m = step(state, stats)  # warm-up
     jax.block_until_ready(m)
-    times, lengths = [], []
+    times, ms = [], []
     for _ in range(cfg.train_repeats):
       t = time.perf_counter()
       state, stats, m = step(state, stats)
-      m = jax.device_get(m)
+      ms.append(jax.device_get(m))
       times.append(time.perf_counter() - t)
-      lengths.append(float(m["episode_length"]))
-    dt = sorted(times)[len(times) // 2]
-    n_roll = rc.num_rollout_trajectories  # oversampling rolls out more than the update keeps
-    emit({"bench": "train", "env": env_name, "variant": cfg.train_variant,
-          "trajectories_per_step": n_roll, "trajectories_kept": rc.num_trajectories,
+    row = _step_row(rc, times, ms)
+    num_tokens = b.policy.num_tokens
+    emit({"bench": "train", "env": env_name, "variant": cfg.train_variant, "dtype": rc.model.dtype,
+          "trajectories_per_step": rc.num_rollout_trajectories,
+          "trajectories_kept": rc.num_trajectories,
           "episode_length": rc.env.episode_length, "chunk_size": rc.policy.chunk_size,
           "image_size": rc.env.image_size, "rollout_store": resolve_store(b.env, rc.rollout.store),
           "stored_bytes_per_call": stored_bytes_per_call(b.env, b.policy, rc.rollout.store),
-          "compile_s": compile_s, "median_step_s": dt, "trajectories_per_s": n_roll / dt,
-          "env_steps_per_s": n_roll * sum(lengths) / len(lengths) / dt,
+          "compile_s": compile_s, "median_step_s": row["step_s"], **row,
+          **{k.replace("policy_calls", "action_tokens"): v * num_tokens
+             for k, v in row.items() if k.startswith("policy_calls_per_s")},
+          **_peak_memory_mb(), **_machine()})
+
+
+def bench_fused_vs_unfused(cfg) -> None:
+  """The fused train step against the unfused baseline of the same algorithm (vla_rl_jax/unfused.py),
+  same config and initial parameters, timed alternately in one process: each repeat runs one fused
+  and one unfused step, each from its own copy of the run (both runs take the same steps)."""
+  import jax
+  from vla_rl_jax.builders import build
+  from vla_rl_jax.train_step import make_train_step
+  from vla_rl_jax.unfused import UnfusedStep
+
+  for env_name in cfg.ratio_envs:
+    rc = _train_config(env_name, cfg.ratio_variant, cfg.train_chunk_size, cfg.ratio_num_prompts,
+                       cfg.train_dtype)
+    print(f"fused vs unfused on {env_name} ({cfg.ratio_variant}) ...", file=sys.stderr, flush=True)
+    b = build(rc)
+    state_f, stats_f = b.init_fn()
+    state_u, stats_u = b.init_fn()
+    t = time.perf_counter()
+    fused = make_train_step(b).lower(state_f, stats_f).compile()
+    fused_compile_s = time.perf_counter() - t
+    unfused = UnfusedStep(b)
+    t = time.perf_counter()  # the unfused pieces compile on first use: warm-up step, all included
+    state_u, stats_u, _ = unfused(state_u, stats_u)
+    jax.block_until_ready(state_u.params)
+    unfused_first_s = time.perf_counter() - t
+    state_f, stats_f, m = fused(state_f, stats_f)  # warm-up, as the unfused one had
+    jax.block_until_ready(m)
+    tf, tu, mf, mu = [], [], [], []
+    for _ in range(cfg.ratio_repeats):
+      t = time.perf_counter()
+      state_f, stats_f, m = fused(state_f, stats_f)
+      mf.append(jax.device_get(m))
+      tf.append(time.perf_counter() - t)
+      t = time.perf_counter()
+      state_u, stats_u, m = unfused(state_u, stats_u)
+      jax.block_until_ready(state_u.params)
+      mu.append(m)
+      tu.append(time.perf_counter() - t)
+    rf, ru = _step_row(rc, tf, mf), _step_row(rc, tu, mu)
+    ratios = sorted(u / f for u, f in zip(tu, tf))  # per repeat, side by side
+    emit({"bench": "fused_vs_unfused", "env": env_name, "variant": rc.variant, "dtype": rc.model.dtype,
+          "trajectories_per_step": rc.num_rollout_trajectories,
+          "episode_length": rc.env.episode_length, "chunk_size": rc.policy.chunk_size,
+          "image_size": rc.env.image_size, "repeats": cfg.ratio_repeats,
+          "fused_compile_s": fused_compile_s, "unfused_first_step_s": unfused_first_s,
+          **{f"fused_{k}": v for k, v in rf.items()}, **{f"unfused_{k}": v for k, v in ru.items()},
+          "fused_mean_episode_length": sum(float(m["episode_length"]) for m in mf) / len(mf),
+          "unfused_mean_episode_length": sum(float(m["episode_length"]) for m in mu) / len(mu),
+          "fused_unfused_ratio": ru["step_s"] / rf["step_s"],
+          "fused_unfused_ratio_min": ratios[0], "fused_unfused_ratio_max": ratios[-1],
           **_peak_memory_mb(), **_machine()})
 
 
@@ -211,6 +338,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
+  import jax
+  if not cfg.compilation_cache:  # compile times must be real, not cache hits (Makefile sets a dir)
+    jax.config.update("jax_enable_compilation_cache", False)
   if cfg.what in ("render", "all"):
     bench_render(cfg)
   if cfg.what in ("env", "all"):
@@ -219,6 +349,8 @@ def main(argv):
     bench_train(cfg)
   if cfg.what in ("suites", "all"):
     bench_suites(cfg)
+  if cfg.what in ("fused_vs_unfused", "all"):
+    bench_fused_vs_unfused(cfg)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,24 @@ def take_local(tree, rows: jax.Array, mesh: Mesh):
   return jax.shard_map(gather, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(tree, rows)
 
 
+def group_advantages(cfg, rewards: jax.Array):
+  """rewards f32[B', G] -> (advantages, dynamic-sampling weights) of the configured estimator."""
+  return adv_lib.compute(cfg.rl.advantage, rewards, cfg.rl.adv_eps, cfg.rl.dynamic_sampling,
+                         cfg.rl.advantage_kwargs)
+
+
+def update_env_stats(stats: EnvStats, traj: Trajectory, num_tasks: int) -> EnvStats:
+  """Episode count and the per-task success moving average after one batch of rollouts."""
+  counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, num_tasks)
+  succ = jax.ops.segment_sum(traj.reward, traj.task_id, num_tasks)
+  batch_rate = succ / jnp.maximum(counts, 1.0)
+  first = stats.task_count == 0
+  ema = jnp.where(first, batch_rate, _EMA * stats.task_success + (1 - _EMA) * batch_rate)
+  return EnvStats(episodes=stats.episodes + traj.reward.shape[0],
+                  task_success=jnp.where(counts > 0, ema, stats.task_success),
+                  task_count=stats.task_count + counts)
+
+
 def make_loss_fn(b: Built):
   """(params, minibatch Trajectory, advantages, weights, ref_params) -> (loss, metrics)."""
   cfg = b.cfg
@@ -142,8 +160,7 @@ def make_train_step(b: Built):
                           store=cfg.rollout.store,
                           policy_microbatch=cfg.rollout.policy_microbatch, mesh=mesh)
     rewards = traj.reward.reshape(bsz * over, g)
-    adv, weight = adv_lib.compute(cfg.rl.advantage, rewards, cfg.rl.adv_eps, cfg.rl.dynamic_sampling,
-                                  cfg.rl.advantage_kwargs)
+    adv, weight = group_advantages(cfg, rewards)
     adv, weight = constrain((adv.reshape(n_roll), weight.reshape(n_roll)))
     batch = (traj, adv, weight)
     extra = {}
@@ -201,15 +218,7 @@ def make_train_step(b: Built):
         nonfinite_state=integrity.nonfinite_count((params, opt_state)),
         **extra,
     )
-    counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, b.env.num_tasks)
-    succ = jax.ops.segment_sum(traj.reward, traj.task_id, b.env.num_tasks)
-    seen = counts > 0
-    batch_rate = succ / jnp.maximum(counts, 1.0)
-    first = stats.task_count == 0
-    ema = jnp.where(first, batch_rate, _EMA * stats.task_success + (1 - _EMA) * batch_rate)
-    new_stats = EnvStats(episodes=stats.episodes + n_roll,
-                         task_success=jnp.where(seen, ema, stats.task_success),
-                         task_count=stats.task_count + counts)
+    new_stats = update_env_stats(stats, traj, b.env.num_tasks)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, new_stats, metrics
 
