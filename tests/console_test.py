@@ -84,3 +84,40 @@ def test_help_lists_the_choices_and_debug_shows_the_traceback(tmp_path):
   assert p.returncode == 2 and "Traceback" not in p.stderr
   p = _train(*bad, "--debug")
   assert "Traceback" in p.stderr and "ConfigError: config.rl.group_size=1" in p.stderr, p.stderr
+
+
+def test_plot_draws_benchmark_sweeps_and_refuses_other_output(tmp_path):
+  """launch.plot --bench: env throughput against num_envs, one colour per image size."""
+  rows = []
+  for size, scale in ((64, 2.0), (128, 1.0)):
+    for b in (64, 256, 1024):
+      r = {"bench": "env", "env": "libero_bowl_on_plate", "num_envs": b, "image_size": size,
+           "device_kind": "cpu"}
+      for sfx, f in (("", 1.0), ("_render", 0.7), ("_render_both", 0.5)):
+        v = scale * f * 100 * b ** 0.5
+        r.update({f"control_steps_per_s{sfx}": v, f"control_steps_per_s{sfx}_min": 0.9 * v,
+                  f"control_steps_per_s{sfx}_max": 1.1 * v})
+      rows.append(r)
+  rows.append({"bench": "train", "env": "fake_reach"})  # other rows are ignored
+  src = tmp_path / "env.jsonl"
+  src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  png = tmp_path / "env.png"
+  run = lambda *a: subprocess.run([sys.executable, "-m", "launch.plot", *a], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120,
+                                  env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  p = run(f"--bench={src}", f"--out={png}")
+  assert p.returncode == 0 and p.stdout.strip() == str(png), (p.stdout, p.stderr)
+  import numpy as np
+  from PIL import Image
+  img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+  for rgb in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)):  # one colour per image size
+    assert (np.abs(img - rgb).sum(-1) < 30).sum() > 200, rgb
+  bad = tmp_path / "mixed.jsonl"
+  bad.write_text(json.dumps(rows[0]) + "\nFailed to import warp\n")
+  p = run(f"--bench={bad}")
+  assert p.returncode == 2 and p.stderr.strip() == (
+      f"launch.plot: --bench={bad}: line 2 is not JSON (benchmark output only)"), p.stderr
+  only_train = tmp_path / "train.jsonl"
+  only_train.write_text(json.dumps(rows[-1]) + "\n")
+  p = run(f"--bench={only_train}")
+  assert p.returncode == 2 and "no env benchmark rows" in p.stderr, p.stderr
