@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One prepared accelerator check: install the carried wheels, run the tests marked `accelerator`, the
+# env + render sweep up to B=16384, the fused step of the small config at 2048 trajectories (bf16),
+# and the fused/unfused ratio; every stage writes its JSON lines to $OUT as soon as it ends, so a
+# stage cut by its time limit loses only itself. Budget: about 8 minutes with compiles.
+#
+#   OUT=/tmp/out bash benchmarks/device_check.sh            # on the lent GPU (the device tool's $OUT)
+#   QUICK=1 OUT=/tmp/out bash benchmarks/device_check.sh    # a CPU smoke run of the same stages
+#
+# The device image has jax, flax, optax, orbax and absl but not mujoco, mujoco-mjx, ml-collections
+# or brax: carry them as wheels in .whl/ (../shared/PLATFORM.md lists the set; the device tool's
+# README gives the `pip download` line). Without .whl/ the current Python environment is used.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/device_check}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { echo "wheel install failed" >&2; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+fi
+unset JAX_COMPILATION_CACHE_DIR   # compile times measured cold
+$PY - <<'EOF' > "$OUT/machine.json" 2>> "$OUT/stderr.txt"
+import json, jax
+print(json.dumps({"devices": [str(d) for d in jax.devices()], "jax": jax.__version__}))
+EOF
+
+if [ "${QUICK:-0}" = 1 ]; then  # tiny settings: checks the script's plumbing on a CPU
+  BIG="(8,)"; SMALL_VARIANT=tiny; PROMPTS=2; RATIO_PROMPTS=2; REPEATS=1; IMAGE=32; TEST_K="-k nothing_matches_this"
+else
+  BIG="(1024,4096,16384)"; SMALL_VARIANT=small; PROMPTS=256; RATIO_PROMPTS=32; REPEATS=3; IMAGE=128; TEST_K=""
+fi
+status=0
+stage() {  # stage NAME SECONDS CMD...: stdout -> $OUT/NAME.jsonl, stderr -> $OUT/NAME.err
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.jsonl" 2> "$OUT/$name.err"
+  local rc=$?
+  echo "{\"stage\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$OUT/stages.jsonl"
+  [ $rc = 0 ] || status=1
+}
+BENCH="$PY -m launch.benchmark --config=configs/benchmark.py"
+stage tests 90 $PY -m pytest -q -m accelerator -p no:cacheprovider $TEST_K tests
+stage env 150 $BENCH:what=env,env=libero_bowl_on_plate "--config.num_envs=$BIG" \
+  --config.image_size=$IMAGE --config.repeats=$REPEATS
+stage train 150 $BENCH:what=train "--config.train_envs=('libero_bowl_on_plate',)" \
+  --config.train_variant=$SMALL_VARIANT --config.train_num_prompts=$PROMPTS \
+  --config.train_dtype=bfloat16 --config.train_chunk_size=0 --config.train_repeats=$REPEATS
+stage ratio 120 $BENCH:what=fused_vs_unfused,env=libero_bowl_on_plate \
+  --config.ratio_variant=$SMALL_VARIANT --config.ratio_num_prompts=$RATIO_PROMPTS \
+  --config.train_dtype=bfloat16 --config.ratio_repeats=2
+cat "$OUT/stages.jsonl"
+exit $status
