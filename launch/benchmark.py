@@ -28,7 +28,16 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/benchmark.py", "Benchmark config.")
+from launch.common import fail, loaded_config, parse_flags
+
+_CONFIG = config_flags.DEFINE_config_file(  # no default: overrides are checked when flags parse
+    "config", None,
+    "Benchmark config, e.g. configs/benchmark.py:what=env|render|train|suites|fused_vs_unfused|all"
+    ",env=NAME; override fields with --config.FIELD=VALUE (num_envs, image_size, repeats, "
+    "train_variant, train_num_prompts, train_dtype, ratio_num_prompts, ...; see the file).")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of one line.")
+flags.mark_flags_as_required(["config"])
+PROG = "launch.benchmark"
 
 
 @functools.cache
@@ -334,10 +343,38 @@ def bench_fused_vs_unfused(cfg) -> None:
           **_peak_memory_mb(), **_machine()})
 
 
+def check(cfg) -> None:
+  """Every setting a run will use, checked before anything is compiled: one line per problem."""
+  from configs.default import VARIANTS
+  from envs import registry
+  names = registry.names()
+  envs = {"env": (cfg.env,), "train_envs": tuple(cfg.train_envs), "ratio_envs": tuple(cfg.ratio_envs),
+          "suites": tuple(cfg.suites), "suite_single": (cfg.suite_single,)}
+  for field, values in envs.items():
+    for v in values:
+      if v not in names:
+        fail(PROG, f"--config.{field}: {v!r} is not a registered env; registered: {list(names)}")
+  if not cfg.num_envs or any(not isinstance(b, int) or b < 1 for b in cfg.num_envs):
+    fail(PROG, f"--config.num_envs={tuple(cfg.num_envs)}: give batch sizes >= 1, e.g. '(64,256)'")
+  for field in ("image_size", "control_steps", "repeats", "train_repeats", "ratio_repeats",
+                "suite_num_envs"):
+    if getattr(cfg, field) < 1:
+      fail(PROG, f"--config.{field}={getattr(cfg, field)}: must be >= 1")
+  for field in ("train_chunk_size", "train_num_prompts", "ratio_num_prompts"):
+    if getattr(cfg, field) < 0:
+      fail(PROG, f"--config.{field}={getattr(cfg, field)}: must be >= 0 (0: the config's)")
+  for field in ("train_variant", "ratio_variant"):
+    if getattr(cfg, field) not in VARIANTS:
+      fail(PROG, f"--config.{field}={getattr(cfg, field)!r}: choose one of {list(VARIANTS)}")
+  if cfg.train_dtype not in ("", "float32", "bfloat16"):
+    fail(PROG, f"--config.train_dtype={cfg.train_dtype!r}: choose '', 'float32' or 'bfloat16'")
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  cfg = _CONFIG.value
+  cfg = loaded_config(PROG, _CONFIG)
+  check(cfg)
   import jax
   if not cfg.compilation_cache:  # compile times must be real, not cache hits (Makefile sets a dir)
     jax.config.update("jax_enable_compilation_cache", False)
@@ -353,5 +390,15 @@ def main(argv):
     bench_fused_vs_unfused(cfg)
 
 
+def _main(argv):
+  from vla_rl_jax.config import ConfigError
+  try:
+    main(argv)
+  except ConfigError as e:  # a train or ratio setting the run config rejects
+    if _DEBUG.value:
+      raise
+    fail(PROG, str(e))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(_main, flags_parser=parse_flags(PROG))

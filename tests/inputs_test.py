@@ -125,6 +125,13 @@ def test_good_eval_arguments_pass(run_dir):
      "such directory"),
     ("launch.make_demos", ["--suite=libero_goal", "--out=/tmp/x", "--seed=5000"],
      "launch.make_demos: --seed=5000: must be in [0, 2146]"),
+    ("launch.benchmark", ["--config=configs/benchmark.py:what=env", "--config.nm_envs=3"],
+     "launch.benchmark: --config.nm_envs=3: config has no field 'nm_envs'; did you mean 'num_envs'?"),
+    ("launch.benchmark", ["--config=configs/benchmark.py:what=train",
+                          "--config.train_envs=('fake_rech',)"],
+     "launch.benchmark: --config.train_envs: 'fake_rech' is not a registered env"),
+    ("launch.benchmark", ["--config=configs/benchmark.py:what=env", "--config.num_envs=(0,)"],
+     "launch.benchmark: --config.num_envs=(0,): give batch sizes >= 1"),
 ])
 def test_launchers_exit_with_one_line_and_no_traceback(module, args, line):
   out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
