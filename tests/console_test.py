@@ -48,6 +48,19 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
   texts = [v.tensor.string_val[0].decode() for e in metrics_lib.read_tensorboard(
       str(tmp_path / "a" / "tb")) for v in e.summary.value if v.tag.startswith("config")]
   assert len(texts) == 1 and '"step_size": 0.0001' in texts[0], texts  # the resolved config
+  # each evaluation logs a picture of its first held-out episode: 4 calls of 4 steps, 32 px frames
+  # enlarged 3x side by side, over the instruction and the outcome
+  import io
+  import numpy as np
+  from PIL import Image
+  pics = [(e.step, v.image) for e in metrics_lib.read_tensorboard(str(tmp_path / "a" / "tb"))
+          for v in e.summary.value if v.tag == "eval/rollout"]
+  assert [step for step, _ in pics] == [0, 5], pics
+  strip = np.asarray(Image.open(io.BytesIO(pics[-1][1].encoded_image_string)).convert("RGB"))
+  assert strip.shape[1] == 4 * 96 and strip.shape[0] > 96, strip.shape
+  tile = strip[:96, :96].astype(int)
+  assert tile.std() > 10  # a rendered scene, not a blank
+  assert (tile == np.repeat(np.repeat(tile[::3, ::3], 3, 0), 3, 1)).all()  # enlarged, not resampled
   trainer.train_and_evaluate(c, str(tmp_path / "b"))  # the same config again: it knows how long
   out, _ = capfd.readouterr()
   assert re.search(r"compiling the train step \(about \d+ s on this machine\)\.\.\.", out), out

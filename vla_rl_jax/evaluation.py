@@ -18,7 +18,7 @@ import numpy as np
 from envs.base import Env, State, image_key
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import Built
-from vla_rl_jax.rollout import rollout
+from vla_rl_jax.rollout import call_obs, rollout
 from vla_rl_jax.types import PolicyObs
 
 EVAL_STREAM = 0xE7A1
@@ -35,16 +35,30 @@ def _eval_rollout(b: Built, params, n: int, temperature: float | None, reset_fn,
                  policy_microbatch=cfg.rollout.policy_microbatch, mesh=b.mesh)
 
 
-def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | None = None):
-  """Returns jitted eval(params) -> metrics {success_rate, task_success[num_tasks], ...}."""
+def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | None = None,
+                 with_frames: bool = False):
+  """Returns jitted eval(params) -> metrics {success_rate, task_success[num_tasks], ...}.
+
+  with_frames: also "rollout" = the first episode as the policy saw it: {"frames": u8[C, H, W, 3]
+  at each policy call (the first ceil(length / K) are its own; later ones are not meaningful),
+  "length", "success", "task_id"}, for a picture of the evaluation (the trainer logs it to
+  TensorBoard)."""
   n = num_states or b.cfg.train.eval_num_states
+
+  def first_episode(traj):
+    one = jax.tree_util.tree_map(lambda x: x[0], traj.frames)  # [C, ...] of episode 0
+    frames = call_obs(b.env, one, traj.proprio[0], jnp.zeros((traj.tokens.shape[1], 1), jnp.int32),
+                      b.cfg.env.camera).image
+    return {"frames": frames, "length": traj.length[0], "success": traj.reward[0],
+            "task_id": traj.task_id[0]}
 
   def eval_fn(params):
     traj, calls = _eval_rollout(b, params, n, temperature, b.env.eval_reset)
     k = b.env.num_tasks
     counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, k)
     succ = jax.ops.segment_sum(traj.reward, traj.task_id, k)
-    return {"success_rate": jnp.mean(traj.reward),
+    extra = {"rollout": first_episode(traj)} if with_frames else {}
+    return {**extra, "success_rate": jnp.mean(traj.reward),
             "task_success": jnp.where(counts > 0, succ / jnp.maximum(counts, 1), jnp.nan),
             "episode_length": jnp.mean(traj.length.astype(jnp.float32)),
             "render_overflow": jnp.sum(traj.render_overflow).astype(jnp.float32),

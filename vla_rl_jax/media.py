@@ -56,6 +56,24 @@ def episode_frames(frames: np.ndarray, length: int, instruction: str, success: b
   return out
 
 
+def rollout_strip(frames: np.ndarray, length: int, chunk: int, instruction: str, success: bool,
+                  max_tiles: int = 8, min_size: int = 96) -> np.ndarray:
+  """One picture of an episode: up to `max_tiles` of the frames the policy saw (u8[C, H, W, 3], one
+  per policy call of `chunk` steps; the episode took ceil(length / chunk) calls), evenly spaced,
+  each captioned with its control step, side by side under the instruction and the outcome. Small
+  frames are enlarged to at least `min_size` pixels (nearest neighbour)."""
+  calls = max(1, min(len(frames), -(-int(length) // chunk)))
+  picks = sorted(set(np.linspace(0, calls - 1, min(max_tiles, calls)).round().astype(int)))
+  up = max(1, -(-min_size // frames.shape[1]))
+  tiles = []
+  for c in picks:
+    f = np.repeat(np.repeat(np.asarray(frames[c], np.uint8), up, 0), up, 1)
+    tiles.append(caption(f, [f"step {c * chunk}"]))
+  strip = np.concatenate(tiles, axis=1)
+  outcome = f"{'SUCCESS' if success else 'failure'} after {int(length)} steps"
+  return caption(strip, [instruction, outcome], (120, 255, 120) if success else (255, 255, 255))
+
+
 def write_gif(path: str, frames: Sequence[np.ndarray], fps: int = 20) -> str:
   """Writes an animated GIF (looping; the last frame held for one second)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

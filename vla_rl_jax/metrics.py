@@ -186,6 +186,11 @@ class Writer:
     if self.enabled and self._tb_dir is not None:
       self._tensorboard().add_text(tag, text, step)
 
+  def image(self, tag: str, image: Any, step: int) -> None:
+    """An RGB picture (u8[H, W, 3]) in TensorBoard's image tab (e.g. an evaluation rollout)."""
+    if self.enabled and self._tb_dir is not None:
+      self._tensorboard().add_image(tag, image, step, dataformats="HWC")
+
   def _tensorboard(self):
     if self._tb is None:
       from tensorboardX import SummaryWriter

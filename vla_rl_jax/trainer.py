@@ -17,9 +17,11 @@ import time
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 
 from vla_rl_jax import checkpoint as ckpt_lib
 from vla_rl_jax import config as config_lib
+from vla_rl_jax import media
 from vla_rl_jax import metrics as metrics_lib
 from vla_rl_jax.builders import build
 from vla_rl_jax.evaluation import make_eval_fn
@@ -219,7 +221,7 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any
   train_step = make_train_step(b).lower(state, stats).compile()
   compile_s = time.time() - t0
   _remember_compile_time(key, compile_s)
-  eval_fn = make_eval_fn(b)
+  eval_fn = make_eval_fn(b, with_frames=True)
   t0 = time.time()
   eval_fn = eval_fn.lower(state.params).compile()
   eval_compile_s = time.time() - t0
@@ -228,8 +230,14 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any
   history: list[dict[str, Any]] = []
 
   def evaluate(step: int) -> dict[str, Any]:
-    m = metrics_lib.to_host(eval_fn(state.params))
+    out = eval_fn(state.params)
+    # the first held-out episode as the policy saw it: a picture in TensorBoard
+    ep = jax.tree_util.tree_map(lambda v: np.asarray(v.addressable_data(0)), out.pop("rollout"))
+    m = metrics_lib.to_host(out)
     m["task_success"] = dict(zip(b.env.instructions, m["task_success"]))  # named, not a list
+    writer.image("eval/rollout", media.rollout_strip(
+        ep["frames"], ep["length"], cfg.policy.chunk_size, b.env.instructions[int(ep["task_id"])],
+        bool(ep["success"])), step)
     metrics_lib.check_render(m, step, "evaluation at step")
     history.append({"step": step, **m})
     writer.write(step, m, prefix="eval")
