@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.env = args.get("env", "libero_bowl_on_plate")
   c.num_envs = (1, 64, 256, 1024)
   c.image_size = 128
+  c.image_sizes = ()                   # the env bench sweeps these (empty: image_size only)
   c.cameras = ("agentview", "wrist")   # first = the policy's camera; both = the two-camera figure
   c.control_steps = 10                 # control steps per timed call (one lax.scan)
   c.repeats = 3                        # timed calls per setting (median reported)
@@ -38,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.suite_num_envs = 256
   c.ratio_envs = (args["env"],) if args.get("env") else ("fake_reach", "libero_bowl_on_plate")
   c.ratio_variant = "tiny"
-  c.ratio_repeats = 3
+  c.ratio_repeats = 2                   # the unfused LIBERO step takes minutes on a CPU
   c.ratio_num_prompts = 0              # initial states per step (0: the config's; fewer: quicker)
   # the persistent compilation cache is off so compile times are real (True: reuse it, and each row
   # says compilation_cache: true)

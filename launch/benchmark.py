@@ -144,36 +144,41 @@ def bench_env_setting(env_name: str, num_envs: int, cameras: tuple[str, ...], im
 
 
 def bench_env(cfg) -> None:
-  for b in cfg.num_envs:
-    row = {"bench": "env", "env": cfg.env, "num_envs": b, "image_size": cfg.image_size,
-           "control_steps_per_call": cfg.control_steps}
-    for label, cams in (("", ()), ("_render", tuple(cfg.cameras[:1])),
-                        ("_render_both", tuple(cfg.cameras))):
-      print(f"env {cfg.env} B={b} cameras={cams} ...", file=sys.stderr, flush=True)
-      try:
-        r = bench_env_setting(cfg.env, b, cams, cfg.image_size, cfg.control_steps, cfg.repeats)
-      except Exception as e:  # e.g. out of memory at the largest batch: report, keep going
-        row[f"error{label}"] = f"{type(e).__name__}: {str(e)[:200]}"
-        continue
-      for sfx in ("", "_min", "_max"):
-        row[f"control_steps_per_s{label}{sfx}"] = r[f"control_steps_per_s{sfx}"]
-        if not cams:
-          row[f"physics_steps_per_s{sfx}"] = r[f"physics_steps_per_s{sfx}"]
-        else:
-          row[f"frames_per_s{label}{sfx}"] = r[f"frames_per_s{sfx}"]
-      row[f"compile_s{label}"] = r["compile_s"]
+  for size in tuple(cfg.image_sizes) or (cfg.image_size,):
+    for b in cfg.num_envs:
+      _bench_env_row(cfg, b, size)
+
+
+def _bench_env_row(cfg, b: int, image_size: int) -> None:
+  row = {"bench": "env", "env": cfg.env, "num_envs": b, "image_size": image_size,
+         "control_steps_per_call": cfg.control_steps}
+  for label, cams in (("", ()), ("_render", tuple(cfg.cameras[:1])),
+                      ("_render_both", tuple(cfg.cameras))):
+    print(f"env {cfg.env} B={b} {image_size}px cameras={cams} ...", file=sys.stderr, flush=True)
+    try:
+      r = bench_env_setting(cfg.env, b, cams, image_size, cfg.control_steps, cfg.repeats)
+    except Exception as e:  # e.g. out of memory at the largest batch: report, keep going
+      row[f"error{label}"] = f"{type(e).__name__}: {str(e)[:200]}"
+      continue
+    for sfx in ("", "_min", "_max"):
+      row[f"control_steps_per_s{label}{sfx}"] = r[f"control_steps_per_s{sfx}"]
       if not cams:
-        row["substeps"] = r["substeps"]
-    if "control_steps_per_s" in row and "control_steps_per_s_render" in row:
-      # seconds of rendering per control step vs seconds of physics per control step
-      # medians of separate timings: on a loaded machine this can come out negative (noise), and
-      # the min/max rows say how far to trust it; clamped at 0 with the raw value kept
-      physics = 1.0 / row["control_steps_per_s"]
-      render = 1.0 / row["control_steps_per_s_render"] - physics
-      row["render_over_physics_raw"] = render / physics
-      row["render_over_physics"] = max(render / physics, 0.0)
-    row.update(_peak_memory_mb(), **_machine())
-    emit(row)
+        row[f"physics_steps_per_s{sfx}"] = r[f"physics_steps_per_s{sfx}"]
+      else:
+        row[f"frames_per_s{label}{sfx}"] = r[f"frames_per_s{sfx}"]
+    row[f"compile_s{label}"] = r["compile_s"]
+    if not cams:
+      row["substeps"] = r["substeps"]
+  if "control_steps_per_s" in row and "control_steps_per_s_render" in row:
+    # seconds of rendering per control step vs seconds of physics per control step
+    # medians of separate timings: on a loaded machine this can come out negative (noise), and
+    # the min/max rows say how far to trust it; clamped at 0 with the raw value kept
+    physics = 1.0 / row["control_steps_per_s"]
+    render = 1.0 / row["control_steps_per_s_render"] - physics
+    row["render_over_physics_raw"] = render / physics
+    row["render_over_physics"] = max(render / physics, 0.0)
+  row.update(_peak_memory_mb(), **_machine())
+  emit(row)
 
 
 def bench_suites(cfg) -> None:
@@ -356,6 +361,8 @@ def check(cfg) -> None:
         fail(PROG, f"--config.{field}: {v!r} is not a registered env; registered: {list(names)}")
   if not cfg.num_envs or any(not isinstance(b, int) or b < 1 for b in cfg.num_envs):
     fail(PROG, f"--config.num_envs={tuple(cfg.num_envs)}: give batch sizes >= 1, e.g. '(64,256)'")
+  if any(not isinstance(v, int) or v < 8 for v in cfg.image_sizes):
+    fail(PROG, f"--config.image_sizes={tuple(cfg.image_sizes)}: give sizes >= 8, e.g. '(64,128)'")
   for field in ("image_size", "control_steps", "repeats", "train_repeats", "ratio_repeats",
                 "suite_num_envs"):
     if getattr(cfg, field) < 1:
