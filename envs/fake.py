@@ -163,6 +163,15 @@ class FakeReach(Env):
   def reset(self, rng: jax.Array) -> State:
     k_task, k_pos, k_perm = jax.random.split(rng, 3)
     task_id = jax.random.randint(k_task, (), 0, len(COLOURS), dtype=jnp.int32)
+    return self._reset(task_id, k_pos, k_perm)
+
+  def reset_task(self, task_id: jax.Array, rng: jax.Array) -> State:
+    """A start of the given task (the training stream, as LIBERO's `reset_task`): what
+    `launch.make_demos`-style demonstration writers reset to."""
+    _, k_pos, k_perm = jax.random.split(rng, 3)
+    return self._reset(jnp.asarray(task_id, jnp.int32), k_pos, k_perm)
+
+  def _reset(self, task_id: jax.Array, k_pos: jax.Array, k_perm: jax.Array) -> State:
     pos = jax.random.uniform(k_pos, (2,), minval=-self.start_noise, maxval=self.start_noise)
     targets = self.slots
     if self.shuffle_targets:

@@ -63,7 +63,7 @@ def main(argv):
   check_args({f: flags.FLAGS[f].value for f in ("image_size", "episode_length", "seed", "batch",
                                                 "max_attempts")})
   from envs.tasks import experts
-  from vla_rl_jax import demos, evaluation
+  from vla_rl_jax import demos
 
   name, out = _SUITE.value, _OUT.value
   if os.path.exists(os.path.join(out, demos.MANIFEST)) and not _FORCE.value:
@@ -71,59 +71,17 @@ def main(argv):
   env, kwargs, horizon = preset_env("launch.make_demos", name, image_size=_SIZE.value,
                                     cameras=_CAMS.value, task_ids=_TASKS.value,
                                     episode_length=_T.value, env_flag="suite")
-  os.makedirs(out, exist_ok=True)
-  if not hasattr(env, "reset_task"):
-    _fail(f"env {name!r} cannot reset a given task from its training stream (reset_task)")
+  t0 = time.time()
   try:
     expert = experts.SuiteExpert(env)
-  except ValueError as e:
+    demos.record(out, env, expert, _PER_TASK.value, horizon, name=name, env_kwargs=kwargs,
+                 seed_start=_SEED.value * SEED_STRIDE, max_attempts=_ATTEMPTS.value,
+                 batch=_BATCH.value, extra={"seed": _SEED.value},
+                 action_space="LIBERO OSC_POSE deltas [dx, dy, dz, drx, dry, drz, gripper] in "
+                              "[-1, 1]; gripper +1 closes",
+                 log=lambda text: print(text, flush=True))
+  except ValueError as e:   # DemoError, or an expert that does not cover the suite
     _fail(str(e))
-  import jax
-  import numpy as np
-  actor = evaluation.expert_actor(expert)
-  reset_fn = lambda a: env.reset_task(a[0], jax.random.PRNGKey(a[1]))  # noqa: E731
-
-  need = {k: _PER_TASK.value for k in range(env.num_tasks)}
-  tries = {k: 0 for k in need}
-  got: dict[int, list] = {k: [] for k in need}
-  next_seed = _SEED.value * SEED_STRIDE
-  t0 = time.time()
-  while any(need.values()):
-    starts = []
-    for k in need:
-      for _ in range(need[k] + (1 if need[k] else 0)):   # one spare per task and round
-        if need[k] and tries[k] < _ATTEMPTS.value * _PER_TASK.value:
-          starts.append((k, next_seed))
-          next_seed += 1
-          tries[k] += 1
-    if not starts:
-      short = {env.instructions[k]: len(got[k]) for k in need if need[k]}
-      _fail(f"the expert did not succeed often enough: successes so far {short}")
-    batch = np.asarray(starts, np.int32)
-    res = evaluation.run_episodes(env, actor, batch, horizon, reset_fn=reset_fn, video_env=env,
-                                  batch_size=_BATCH.value)
-    for j, (k, seed) in enumerate(batch):
-      k = int(k)
-      if not res["success"][j] or not need[k]:
-        continue
-      t = int(res["length"][j])
-      f = demos.write_episode(out, k, len(got[k]), res["actions"][j, :t],
-                              {c: res["frames"][c][j, :t + 1] for c in env.cameras},
-                              res["proprio"][j, :t + 1], int(seed))
-      got[k].append({"file": f, "task_id": k, "instruction": env.instructions[k], "length": t,
-                     "seed": int(seed)})
-      need[k] -= 1
-    print(f"make_demos: {sum(len(v) for v in got.values())}/{_PER_TASK.value * env.num_tasks} "
-          f"episodes ({time.time() - t0:.0f} s)", flush=True)
-  attempts = {env.instructions[k]: tries[k] for k in tries}
-  demos.write_manifest(out, {
-      "env": name, "env_kwargs": kwargs, "instructions": list(env.instructions),
-      "cameras": list(env.cameras), "image_size": list(env.image_size), "control_hz": 20,
-      "episode_length_limit": horizon, "per_task": _PER_TASK.value, "seed": _SEED.value,
-      "action_space": "LIBERO OSC_POSE deltas [dx, dy, dz, drx, dry, drz, gripper] in [-1, 1]; "
-                      "gripper +1 closes",
-      "attempts": attempts,
-      "episodes": [e for k in sorted(got) for e in got[k]]})
   print(f"make_demos: wrote {out} ({time.time() - t0:.0f} s)")
 
 

@@ -25,12 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+import time
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 FORMAT = "vla_rl_jax.demos/1"
 MANIFEST = "manifest.json"
+
+
+class DemoError(ValueError):
+  """Demonstrations cannot be made or used as asked; the message is one line saying why."""
 
 
 def episode_file(task_id: int, j: int) -> str:
@@ -78,3 +83,63 @@ def episodes(directory: str) -> Iterator[dict[str, np.ndarray]]:
   for e in m["episodes"]:
     with np.load(os.path.join(directory, e["file"]), allow_pickle=False) as z:
       yield {k: np.asarray(z[k]) for k in z.files} | {"meta": e}
+
+
+def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, horizon: int, *,
+           name: str, env_kwargs: dict[str, Any], seed_start: int = 0, max_attempts: int = 4,
+           batch: int = 16, action_space: str = "", extra: dict[str, Any] | None = None,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the scripted `expert` (State -> f32[D]) from `env.reset_task(k, PRNGKey(seed))` until
+  every task of `env` has `per_task` successful episodes, writes each one and then the manifest to
+  `out`, and returns the manifest. Episode seeds count up from `seed_start`; a task whose expert
+  still lacks demonstrations after `max_attempts * per_task` tries raises DemoError. The one writer
+  of the format: `launch.make_demos` and the tests both call it."""
+  import jax  # noqa: PLC0415  (reading demonstrations needs no JAX; recording them does)
+  import numpy as np  # noqa: PLC0415
+  from vla_rl_jax import evaluation  # noqa: PLC0415
+  if not hasattr(env, "reset_task"):
+    raise DemoError(f"env {name!r} cannot reset a given task from its training stream (reset_task)")
+  os.makedirs(out, exist_ok=True)
+  actor = evaluation.expert_actor(expert)
+  reset_fn = lambda a: env.reset_task(a[0], jax.random.PRNGKey(a[1]))  # noqa: E731
+  need = {k: per_task for k in range(env.num_tasks)}
+  tries = {k: 0 for k in need}
+  got: dict[int, list] = {k: [] for k in need}
+  next_seed = seed_start
+  t0 = time.time()
+  while any(need.values()):
+    starts = []
+    for k in need:
+      for _ in range(need[k] + (1 if need[k] else 0)):   # one spare per task and round
+        if need[k] and tries[k] < max_attempts * per_task:
+          starts.append((k, next_seed))
+          next_seed += 1
+          tries[k] += 1
+    if not starts:
+      short = {env.instructions[k]: len(got[k]) for k in need if need[k]}
+      raise DemoError(f"the expert did not succeed often enough: successes so far {short}")
+    starts_np = np.asarray(starts, np.int32)
+    res = evaluation.run_episodes(env, actor, starts_np, horizon, reset_fn=reset_fn, video_env=env,
+                                  batch_size=batch)
+    for j, (k, seed) in enumerate(starts_np):
+      k = int(k)
+      if not res["success"][j] or not need[k]:
+        continue
+      t = int(res["length"][j])
+      f = write_episode(out, k, len(got[k]), res["actions"][j, :t],
+                        {c: res["frames"][c][j, :t + 1] for c in env.cameras},
+                        res["proprio"][j, :t + 1], int(seed))
+      got[k].append({"file": f, "task_id": k, "instruction": env.instructions[k], "length": t,
+                     "seed": int(seed)})
+      need[k] -= 1
+    log(f"make_demos: {sum(len(v) for v in got.values())}/{per_task * env.num_tasks} "
+        f"episodes ({time.time() - t0:.0f} s)")
+  manifest = {
+      "env": name, "env_kwargs": env_kwargs, "instructions": list(env.instructions),
+      "cameras": list(env.cameras), "image_size": list(env.image_size), "control_hz": 20,
+      "episode_length_limit": horizon, "per_task": per_task, "action_size": int(env.action_size),
+      "action_space": action_space, "attempts": {env.instructions[k]: tries[k] for k in tries},
+      **(extra or {}), "episodes": [e for k in sorted(got) for e in got[k]]}
+  write_manifest(out, manifest)
+  return {"format": FORMAT, **manifest}
+
