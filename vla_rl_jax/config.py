@@ -123,6 +123,26 @@ class TrainConfig:
   keep_checkpoints: int
   eval_every: int
   eval_num_states: int
+  # A fresh run (no checkpoint of its own in its workdir) starts from the parameters of another
+  # run's checkpoint, e.g. an SFT run's workdir: verified restore, parameters only (the optimiser
+  # starts fresh; with rl.kl_coef > 0 the KL reference is these parameters). init_step: that run's
+  # step (-1: its newest checkpoint that verifies). Ignored on resume: the run's own checkpoint wins.
+  init_from: str = ""
+  init_step: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  """Behaviour cloning on demonstrations (launch.sft); RL ignores this section."""
+  demos: str = ""               # a launch.make_demos directory
+  num_steps: int = 500          # optimiser updates
+  batch_size: int = 64          # (observation, chunk) examples per update, over the batch shards
+  learning_rate: float = 1e-3   # AdamW, with optim's betas, weight decay and clipping
+  log_every: int = 10
+  checkpoint_every: int = 100
+  # The whole dataset (every demonstration step's image, proprio and target tokens) is put on
+  # every device once; a larger one is refused at start-up rather than running out of memory.
+  max_dataset_mb: float = 1024.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +170,7 @@ class Config:
   mesh: MeshConfig
   train: TrainConfig
   distributed: DistributedConfig
+  sft: SFTConfig = SFTConfig()
 
   # Derived values (one place).
   @property
@@ -186,11 +207,12 @@ _SECTIONS = {
     "env": EnvConfig, "model": ModelConfig, "policy": PolicyConfig, "rl": RLConfig,
     "rollout": RolloutConfig,
     "optim": OptimConfig, "mesh": MeshConfig, "train": TrainConfig, "distributed": DistributedConfig,
+    "sft": SFTConfig,
 }
 
 
 # Sections whose fields all have defaults: configs written before they existed still load.
-_OPTIONAL_SECTIONS = ("rollout",)
+_OPTIONAL_SECTIONS = ("rollout", "sft")
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -309,6 +331,13 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
             "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
             "train.eval_num_states", "mesh.fsdp", "mesh.tensor", "mesh.dcn_data",
             "distributed.num_processes")
+  _positive(cfg, "sft.num_steps", "sft.batch_size", "sft.learning_rate", "sft.log_every",
+            "sft.checkpoint_every", "sft.max_dataset_mb")
+  if cfg.train.init_step < -1:
+    _fail("train.init_step", cfg.train.init_step,
+          "must be -1 (the newest checkpoint of train.init_from) or a saved step >= 0")
+  if cfg.train.init_step >= 0 and not cfg.train.init_from:
+    _fail("train.init_step", cfg.train.init_step, "needs train.init_from (the run to start from)")
   if cfg.mesh.max_replicated_mb < 0:
     _fail("mesh.max_replicated_mb", cfg.mesh.max_replicated_mb,
           "must be >= 0 (MB per device a fallback-replicated parameter may hold)")
@@ -490,6 +519,9 @@ def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
                        cfg.train.eval_num_states // shards)):
     if mb_local and mb_local < local and local % mb_local:
       _fail("rollout.policy_microbatch", mb_local, f"must divide the {local} {what}")
+  if cfg.sft.batch_size % shards:
+    _fail("sft.batch_size", cfg.sft.batch_size, f"must be divisible by the {shards} batch shards "
+          f"(mesh.data * mesh.fsdp)")
   eval_n = cfg.train.eval_num_states
   if eval_n % shards:
     _fail("train.eval_num_states", eval_n, f"must be divisible by the {shards} batch shards")
@@ -519,8 +551,9 @@ def loads(text: str, num_devices: int | None = None, *, fresh_topology: bool = F
   return resolve(raw, num_devices)
 
 
-# Sections that may differ between a run and its resumption: the schedule, the process topology.
-RESUMABLE_SECTIONS = ("train", "mesh", "distributed")
+# Sections that may differ between a run and its resumption: the schedule, the process topology
+# (and the SFT section, which only launch.sft reads: its schedule).
+RESUMABLE_SECTIONS = ("train", "mesh", "distributed", "sft")
 # Optimiser fields that may change on resume (a run stopped by non-finite values resumes from its
 # last checkpoint with a lower learning rate). Whether gradient clipping and warm-up are on at all
 # may not: they change the optimiser state's structure, which the checkpoint must match.
@@ -572,3 +605,25 @@ def resume_changes(saved: Mapping[str, Any], cfg: Config) -> list[str]:
   old = saved.get("optim", {}) if isinstance(saved.get("optim"), Mapping) else {}
   return [f"optim.{f}: {old[f]} -> {now[f]}" for f in RESUMABLE_OPTIM
           if f in old and f in now and old[f] != now[f]]
+
+
+# What a run started from another run's parameters (train.init_from) must share with it: every
+# field that shapes the parameters or changes what they compute. model.dtype (compute precision)
+# may differ; the env's action and proprio sizes are compared on the built parameter shapes.
+INIT_FIELDS = ("model.name", "model.patch_size", "model.width", "model.depth", "model.num_heads",
+               "model.mlp_dim", "model.max_text_len", "model.vocab_size", "model.num_bins",
+               "model.param_dtype", "model.ordinal_head", "model.ordinal_scale",
+               "policy.chunk_size", "env.image_size", "env.camera")
+
+
+def init_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
+  """(field, saved value, this config's value) for each INIT_FIELDS entry where the run whose
+  parameters cfg starts from (its saved JSON config) differs from cfg."""
+  now = json.loads(dumps(cfg))
+  out = []
+  for path in INIT_FIELDS:
+    section, name = path.split(".")
+    old = (saved.get(section) or {}).get(name) if isinstance(saved.get(section), Mapping) else None
+    if old != now[section][name]:
+      out.append((path, old, now[section][name]))
+  return out

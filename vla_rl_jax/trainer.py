@@ -8,6 +8,7 @@ latest complete checkpoint and continues with exactly the steps an uninterrupted
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,12 +18,14 @@ import time
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vla_rl_jax import checkpoint as ckpt_lib
 from vla_rl_jax import config as config_lib
 from vla_rl_jax import media
 from vla_rl_jax import metrics as metrics_lib
+from vla_rl_jax import sharding
 from vla_rl_jax.builders import build
 from vla_rl_jax.evaluation import make_eval_fn
 from vla_rl_jax.train_step import make_train_step
@@ -138,32 +141,11 @@ def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any
   for f in b.replicated_params:
     log(f"replicated (its mesh axis does not divide it): {f.describe()}")
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
-  restored = None
-  if ckpt.all_steps():
-    saved = ckpt_lib.read_config_json(workdir) or {}
-    conflicts = config_lib.resume_conflicts(saved, cfg)
-    if conflicts:
-      raise config_lib.ConfigError(
-          f"workdir {workdir} holds a run with a different config in {conflicts}; use a new "
-          f"--workdir or the same config (only {list(config_lib.RESUMABLE_SECTIONS)} and "
-          f"{list(config_lib.RESUMABLE_OPTIM)} may change on resume)")
-    for change in config_lib.resume_changes(saved, cfg):
-      log(f"resuming with a changed {change}")
-    restored = ckpt.restore_latest(*b.abstract_state, b.state_shardings, b.env_stats_shardings,
-                                   warn=warn)
-    for path in ckpt.set_aside_rejected():
-      warn(f"moved the rejected checkpoint to {path}")
-  if restored is not None:
-    start, state, stats = restored
-    if start > cfg.train.num_steps:
-      raise config_lib.ConfigError(
-          f"config.train.num_steps={cfg.train.num_steps} is below the step {start} restored from "
-          f"{ckpt.directory}: the run is already past it; give --config.train.num_steps >= {start} "
-          f"(or a new --workdir)")
-    log(f"resumed from step {start}")
-  else:
-    start = 0
-    state, stats = b.init_fn()
+  try:
+    start, state, stats = start_state(cfg, b, ckpt, workdir, log, warn)
+  except BaseException:
+    ckpt.close()
+    raise
   ckpt_lib.write_config(workdir, cfg)
   writer = metrics_lib.Writer(workdir, cfg.train.num_steps, enabled=verbose, start_step=start)
   writer.text("config", "```json\n" + config_lib.dumps(cfg) + "\n```", start)
@@ -172,6 +154,107 @@ def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any
   finally:
     ckpt.close()
     writer.close()
+
+
+def _restore_own(cfg: config_lib.Config, b, ckpt: ckpt_lib.Checkpointer, workdir: str, log, warn,
+                 steps_field: str = "train.num_steps"):
+  """(step, state, env_stats) of the workdir's own newest checkpoint that verifies, after checking
+  that its saved config may be resumed with cfg; None when the workdir holds no checkpoint.
+  steps_field: the config field with the run's number of steps (a restored step beyond it fails)."""
+  if not ckpt.all_steps():
+    return None
+  saved = ckpt_lib.read_config_json(workdir) or {}
+  conflicts = config_lib.resume_conflicts(saved, cfg)
+  if conflicts:
+    raise config_lib.ConfigError(
+        f"workdir {workdir} holds a run with a different config in {conflicts}; use a new "
+        f"--workdir or the same config (only {list(config_lib.RESUMABLE_SECTIONS)} and "
+        f"{list(config_lib.RESUMABLE_OPTIM)} may change on resume)")
+  for change in config_lib.resume_changes(saved, cfg):
+    log(f"resuming with a changed {change}")
+  restored = ckpt.restore_latest(*b.abstract_state, b.state_shardings, b.env_stats_shardings,
+                                 warn=warn)
+  num_steps = getattr(getattr(cfg, steps_field.split(".")[0]), steps_field.split(".")[1])
+  for path in ckpt.set_aside_rejected():
+    warn(f"moved the rejected checkpoint to {path}")
+  if restored is not None and restored[0] > num_steps:
+    raise config_lib.ConfigError(
+        f"config.{steps_field}={num_steps} is below the step {restored[0]} restored from "
+        f"{ckpt.directory}: the run is already past it; give --config.{steps_field} >= "
+        f"{restored[0]} (or a new --workdir)")
+  return restored
+
+
+def start_state(cfg: config_lib.Config, b, ckpt: ckpt_lib.Checkpointer, workdir: str,
+                log=lambda text: None, warn=lambda text: None):
+  """(step, TrainState, EnvStats) a run starts from: the workdir's own newest verified checkpoint
+  (resuming; train.init_from is then ignored: the run's own checkpoint wins), else a fresh state
+  whose parameters come from train.init_from's checkpoint when it is set (init_params), else the
+  random initialisation."""
+  restored = _restore_own(cfg, b, ckpt, workdir, log, warn)
+  if restored is not None:
+    log(f"resumed from step {restored[0]}" + (
+        f" (its own checkpoint: config.train.init_from={cfg.train.init_from} is not read again)"
+        if cfg.train.init_from else ""))
+    return restored
+  state, stats = b.init_fn()
+  if cfg.train.init_from:
+    step, params = init_params(cfg, b, warn)
+    log(f"parameters from {cfg.train.init_from} (its step {step}); the optimiser starts fresh"
+        + ("; the KL reference is these parameters" if state.ref_params is not None else ""))
+    state = state.replace(params=params)
+    if state.ref_params is not None:
+      copy = jax.jit(lambda p: jax.tree_util.tree_map(jnp.copy, p),
+                     out_shardings=b.state_shardings.ref_params)
+      state = state.replace(ref_params=copy(params))   # its own buffers: the step donates both
+  return 0, state, stats
+
+
+def init_params(cfg: config_lib.Config, b, warn=lambda text: None):
+  """(step, params) of the checkpoint cfg.train.init_from names (its train.init_step, or its newest
+  one that verifies), restored verified into this run's parameter shardings. ConfigError (one
+  line, naming the field) when that run's model differs from cfg's (config.INIT_FIELDS, then the
+  parameter shapes, which the envs' action and proprio sizes also set) or it holds no checkpoint;
+  CheckpointError when its checkpoint does not verify."""
+  src = cfg.train.init_from
+  where = f"config.train.init_from={src}"
+  saved = ckpt_lib.read_config_json(src) if os.path.isdir(src) else None
+  if saved is None:
+    raise config_lib.ConfigError(f"{where}: no {ckpt_lib.CONFIG_FILE} there: not the workdir of a "
+                                 f"training or SFT run")
+  bad = config_lib.init_conflicts(saved, cfg)
+  if bad:
+    field, old, new = bad[0]
+    more = f" (also: {', '.join(f for f, _, _ in bad[1:])})" if len(bad) > 1 else ""
+    raise config_lib.ConfigError(
+        f"{where}: that run has {field}={old!r}, this config {field}={new!r}{more}; the run starts "
+        f"from its parameters, so the model must be the same (set --config.{field}={old!r})")
+  try:
+    src_cfg = config_lib.loads(json.dumps(saved), jax.device_count(), fresh_topology=True)
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f"{where}: its {ckpt_lib.CONFIG_FILE} does not load: {e}") from None
+  sb = build(dataclasses.replace(src_cfg, mesh=cfg.mesh))   # this run's mesh: its shardings
+  want = jax.tree_util.tree_flatten_with_path(b.abstract_state[0].params)[0]
+  have = dict(jax.tree_util.tree_flatten_with_path(sb.abstract_state[0].params)[0])
+  for path, leaf in want:
+    other = have.get(path)
+    if other is None or other.shape != leaf.shape:
+      name = jax.tree_util.keystr(path)
+      raise config_lib.ConfigError(
+          f"{where}: parameter {name} is {None if other is None else list(other.shape)} there, "
+          f"{list(leaf.shape)} here (env {src_cfg.env.name!r} there, {cfg.env.name!r} here: the "
+          f"action and proprio sizes must match)")
+  ckpt = ckpt_lib.Checkpointer(src, src_cfg.train.keep_checkpoints)
+  try:
+    step = None if cfg.train.init_step < 0 else cfg.train.init_step
+    found = ckpt.restore_for_inference(step, *sb.abstract_state, sb.state_shardings,
+                                       sb.env_stats_shardings, warn=warn)
+  finally:
+    ckpt.close()
+  if found is None:
+    raise config_lib.ConfigError(f"{where}: no complete checkpoint under {ckpt.directory}")
+  step, state, _ = found
+  return step, jax.device_put(state.params, b.state_shardings.params)
 
 
 def _compile_key(cfg: config_lib.Config) -> str:
@@ -296,3 +379,84 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any
   return {"compile_s": compile_s, "eval_compile_s": eval_compile_s,
           "median_step_s": steady[len(steady) // 2] if steady else float("nan"),
           "eval": history, "train": list(train_rows), "final_state": state, "final_env_stats": stats}
+
+
+def train_sft(config: Any, workdir: str, *, quiet: bool = False) -> dict[str, Any]:
+  """Runs (or resumes) behaviour cloning on config.sft.demos (vla_rl_jax.sft); returns a summary
+  with the logged rows and timings. Checkpoints as the RL trainer does (workdir/checkpoints, the
+  config the state was built with as workdir/config.json), so `launch.eval --workdir` evaluates
+  them and `train.init_from` starts RL from them. Holds workdir/LOCK for the whole run.
+  Raises demos.DemoError (one line) when the demonstrations do not fit the config."""
+  from vla_rl_jax import sft  # noqa: PLC0415
+  raw = config.to_dict() if hasattr(config, "to_dict") else (
+      config_lib.to_dict(config) if isinstance(config, config_lib.Config) else dict(config))
+  maybe_initialize_distributed(raw)
+  cfg = sft.state_config(config_lib.resolve(raw, jax.device_count()))
+  sft.check_manifest(cfg, cfg.sft.demos)   # before the lock and the build: a bad input says so
+  lead = jax.process_index() == 0
+  lock = ckpt_lib.WorkdirLock(workdir)
+  if lead:
+    lock.acquire(warn=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
+  try:
+    return _sft(cfg, workdir, lead and not quiet)
+  finally:
+    lock.release()
+
+
+def _sft(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any]:
+  from vla_rl_jax import sft  # noqa: PLC0415
+  warn = (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True)) if verbose else (
+      lambda text: None)
+  log = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
+  b = build(cfg)
+  data = sft.load_dataset(cfg, b.env, cfg.sft.demos)
+  log(f"sft: {data.num_examples} examples from {cfg.sft.demos} ({data.nbytes / 2**20:.1f} MB on "
+      f"every device); {jax.device_count()} device(s), batch {cfg.sft.batch_size}")
+  ckpt = ckpt_lib.Checkpointer(workdir, cfg.train.keep_checkpoints)
+  try:
+    restored = _restore_own(cfg, b, ckpt, workdir, log, warn, steps_field="sft.num_steps")
+  except BaseException:
+    ckpt.close()
+    raise
+  start, (state, stats) = (restored[0], restored[1:]) if restored else (0, b.init_fn())
+  if restored:
+    log(f"resumed from step {start}")
+  ckpt_lib.write_config(workdir, cfg)
+  total = cfg.sft.num_steps
+  writer = metrics_lib.Writer(workdir, total, enabled=verbose, start_step=start)
+  writer.text("config", "```json\n" + config_lib.dumps(cfg) + "\n```", start)
+  try:
+    data = jax.device_put(data, sharding.replicated(b.mesh))
+    t0 = time.time()
+    step_fn = sft.make_sft_step(b, cfg.sft.batch_size).lower(state, data).compile()
+    compile_s = time.time() - t0
+    log(f"compiled the SFT step in {compile_s:.1f} s")
+    rows, times, step = collections.deque(maxlen=KEEP_ROWS), [], start
+    while step < total:
+      t = time.time()
+      state, m = step_fn(state, data)
+      m = metrics_lib.to_host(m)   # blocks: the step is finished
+      dt = time.time() - t
+      step += 1
+      if len(times) < KEEP_ROWS:
+        times.append(dt)
+      m["step_time_s"] = dt
+      try:
+        metrics_lib.check_finite(m, step, ckpt.latest_step())
+      except metrics_lib.NonFiniteError:
+        writer.write(step, m)
+        raise
+      rows.append({"step": step, **m})
+      if step % cfg.sft.log_every == 0 or step == total:
+        writer.write(step, m)
+        writer.log(f"sft step {step}/{total} | loss {m['loss']:.4f} | token accuracy "
+                   f"{m['token_accuracy']:.3f} | bin error {m['bin_error']:.2f} | {dt:.3f} s/step")
+      if step % cfg.sft.checkpoint_every == 0 or step == total:
+        ckpt.save(step, state, stats)
+  finally:
+    ckpt.close()
+    writer.close()
+  steady = sorted(times[1:] or times)
+  return {"compile_s": compile_s, "examples": data.tokens.shape[0],
+          "median_step_s": steady[len(steady) // 2] if steady else float("nan"),
+          "train": list(rows), "final_state": state}
