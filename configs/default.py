@@ -138,6 +138,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.eval_every = 20
   c.train.eval_num_states = 64       # held-out initial states for greedy evaluation
+  c.train.init_from = ""             # a workdir (launch.sft's) whose parameters a FRESH run starts
+                                     # from; a run resuming its own checkpoint ignores it
+  c.train.init_step = -1             # that workdir's checkpoint step (-1: its newest that verifies)
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.num_processes = 1

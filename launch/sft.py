@@ -1,0 +1,67 @@
+"""Behaviour cloning on demonstrations: flags -> ConfigDict -> vla_rl_jax.trainer.train_sft.
+
+  python -m launch.make_demos --suite=libero_spatial --per_task=1 --image_size=32 \
+      --out=demos/libero_spatial_1demo
+  python -m launch.sft --config=configs/libero_sft.py:suite=libero_spatial,demos_per_task=1 \
+      --workdir=/tmp/sft [--config.sft.demos=DIR] [--config.sft.num_steps=2000]
+
+Its checkpoints are what RL starts from (`launch.train ... --config.train.init_from=/tmp/sft`) and
+what `launch.eval --workdir=/tmp/sft` evaluates. Restarted on the same workdir it resumes.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch.common import fail, loaded_config, parse_flags
+
+PROG = "launch.sft"
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file and argument, e.g. configs/libero_sft.py:suite=libero_spatial,"
+    "demos_per_task=1,variant=tiny; override any field with --config.SECTION.FIELD=VALUE, e.g. "
+    "--config.sft.demos=DIR, --config.sft.num_steps=N.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the resolved config.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of one line.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
+  workdir = _WORKDIR.value
+  if not workdir.strip() or (os.path.exists(workdir) and not os.path.isdir(workdir)):
+    fail(PROG, f"--workdir={workdir}: must name a directory (created if missing)")
+  config = loaded_config(PROG, _CONFIG)
+  if "sft" not in config:
+    fail(PROG, "the config has no sft section: use configs/libero_sft.py (or a config built on it)")
+  from vla_rl_jax import config as config_lib  # no JAX backend is started by these
+  from vla_rl_jax import demos, sft
+  try:   # the demonstrations checked against the config before JAX starts
+    sft.check_manifest(config_lib.resolve(config), config.sft.demos)
+  except (config_lib.ConfigError, demos.DemoError) as e:
+    fail(PROG, str(e))
+  from vla_rl_jax import checkpoint, metrics, trainer
+  try:
+    summary = trainer.train_sft(config, workdir)
+  except (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError) as e:
+    if _DEBUG.value:
+      raise
+    print(f"{PROG}: {e}", file=sys.stderr, flush=True)   # cannot go on as configured: status 1
+    raise SystemExit(1) from None
+  except (config_lib.ConfigError, demos.DemoError) as e:
+    if _DEBUG.value:
+      raise
+    fail(PROG, str(e))
+  rows = summary["train"]
+  if rows:
+    print(f"sft: loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}, token accuracy "
+          f"{rows[0]['token_accuracy']:.3f} -> {rows[-1]['token_accuracy']:.3f} on "
+          f"{summary['examples']} examples; compile {summary['compile_s']:.1f} s, median step "
+          f"{summary['median_step_s']:.3f} s")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags(PROG))
