@@ -234,16 +234,15 @@ def init_params(cfg: config_lib.Config, b, warn=lambda text: None):
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f"{where}: its {ckpt_lib.CONFIG_FILE} does not load: {e}") from None
   sb = build(dataclasses.replace(src_cfg, mesh=cfg.mesh))   # this run's mesh: its shardings
-  want = jax.tree_util.tree_flatten_with_path(b.abstract_state[0].params)[0]
-  have = dict(jax.tree_util.tree_flatten_with_path(sb.abstract_state[0].params)[0])
-  for path, leaf in want:
-    other = have.get(path)
-    if other is None or other.shape != leaf.shape:
-      name = jax.tree_util.keystr(path)
+  shapes = lambda t: {jax.tree_util.keystr(p): list(x.shape)  # noqa: E731
+                      for p, x in jax.tree_util.tree_flatten_with_path(t)[0]}
+  here, there = shapes(b.abstract_state[0].params), shapes(sb.abstract_state[0].params)
+  for name in sorted(set(here) | set(there)):
+    if here.get(name) != there.get(name):
       raise config_lib.ConfigError(
-          f"{where}: parameter {name} is {None if other is None else list(other.shape)} there, "
-          f"{list(leaf.shape)} here (env {src_cfg.env.name!r} there, {cfg.env.name!r} here: the "
-          f"action and proprio sizes must match)")
+          f"{where}: parameter {name} is {there.get(name, 'absent')} there, "
+          f"{here.get(name, 'absent')} here: the models differ (env {src_cfg.env.name!r} there, "
+          f"{cfg.env.name!r} here: their action and proprio sizes must match)")
   ckpt = ckpt_lib.Checkpointer(src, src_cfg.train.keep_checkpoints)
   try:
     step = None if cfg.train.init_step < 0 else cfg.train.init_step
