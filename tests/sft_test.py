@@ -6,7 +6,9 @@ launch.make_demos uses. The SFT run must lower the loss and raise token accuracy
 parameters, with them as the KL reference; bad inputs end the launchers with one line, status 2.
 """
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -212,3 +214,19 @@ def test_train_launcher_model_mismatch_is_one_line(sft_run, tmp_path):
                  f"--workdir={tmp_path / 'rl'}", f"--config.train.init_from={sft_run[0]}",
                  "--config.model.depth=1"),
             "launch.train: config.train.init_from=", "model.depth=2", "model.depth=1")
+
+
+def test_sft_workdir_evaluates_and_resumes(sft_run, demo_dir, tmp_path):
+  workdir, summary = sft_run
+  out = tmp_path / "eval.json"
+  r = _run("launch.eval", f"--workdir={workdir}", "--num_states=8", f"--out={out}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  rep = json.loads(out.read_text())
+  assert rep["step"] == SFT_STEPS and rep["env"] == "fake_reach" and 0 <= rep["success_rate"] <= 1
+  # restarted with more steps it continues from its checkpoint (the step counter says so); on a
+  # copy, so the other tests see the run as it was
+  again = str(tmp_path / "again")
+  shutil.copytree(workdir, again)
+  more = trainer.train_sft(sft_cfg(demo_dir, sft__num_steps=SFT_STEPS + 1), again, quiet=True)
+  assert [r["step"] for r in more["train"]] == [SFT_STEPS + 1]
+  assert int(more["final_state"].step) == SFT_STEPS + 1
