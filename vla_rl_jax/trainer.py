@@ -26,7 +26,7 @@ from vla_rl_jax import config as config_lib
 from vla_rl_jax import media
 from vla_rl_jax import metrics as metrics_lib
 from vla_rl_jax import sharding
-from vla_rl_jax.builders import build
+from vla_rl_jax.builders import Built, build
 from vla_rl_jax.evaluation import make_eval_fn
 from vla_rl_jax.train_step import make_train_step
 
@@ -156,8 +156,8 @@ def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any
     writer.close()
 
 
-def _restore_own(cfg: config_lib.Config, b, ckpt: ckpt_lib.Checkpointer, workdir: str, log, warn,
-                 steps_field: str = "train.num_steps"):
+def _restore_own(cfg: config_lib.Config, b: Built, ckpt: ckpt_lib.Checkpointer, workdir: str,
+                 log, warn, steps_field: str = "train.num_steps"):
   """(step, state, env_stats) of the workdir's own newest checkpoint that verifies, after checking
   that its saved config may be resumed with cfg; None when the workdir holds no checkpoint.
   steps_field: the config field with the run's number of steps (a restored step beyond it fails)."""
@@ -185,7 +185,7 @@ def _restore_own(cfg: config_lib.Config, b, ckpt: ckpt_lib.Checkpointer, workdir
   return restored
 
 
-def start_state(cfg: config_lib.Config, b, ckpt: ckpt_lib.Checkpointer, workdir: str,
+def start_state(cfg: config_lib.Config, b: Built, ckpt: ckpt_lib.Checkpointer, workdir: str,
                 log=lambda text: None, warn=lambda text: None):
   """(step, TrainState, EnvStats) a run starts from: the workdir's own newest verified checkpoint
   (resuming; train.init_from is then ignored: the run's own checkpoint wins), else a fresh state
@@ -210,7 +210,7 @@ def start_state(cfg: config_lib.Config, b, ckpt: ckpt_lib.Checkpointer, workdir:
   return 0, state, stats
 
 
-def init_params(cfg: config_lib.Config, b, warn=lambda text: None):
+def init_params(cfg: config_lib.Config, b: Built, warn=lambda text: None):
   """(step, params) of the checkpoint cfg.train.init_from names (its train.init_step, or its newest
   one that verifies), restored verified into this run's parameter shardings. ConfigError (one
   line, naming the field) when that run's model differs from cfg's (config.INIT_FIELDS, then the
