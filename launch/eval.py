@@ -168,7 +168,8 @@ def _eval_expert() -> dict:
   out = evaluation.run_episodes(env, actor, pairs, horizon)
   rep = {"policy": "expert", "env": name, "env_kwargs": kwargs, "episode_length": horizon,
          "evaluation_set": "every task x every converted LIBERO initial state, once",
-         **evaluation.report(env, pairs, out["success"], out["length"], suite=name),
+         **evaluation.report(env, pairs, out["success"], out["length"], suite=name,
+                             grasped=out.get("grasped")),
          "unstable_episodes": int(out["unstable"].sum()), "seconds": round(time.time() - t0, 1)}
   if _VIDEO_DIR.value:
     video_env = registry.make(name, image_size=_VIDEO_SIZE.value, cameras=("agentview", "wrist"),

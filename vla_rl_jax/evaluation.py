@@ -139,6 +139,8 @@ def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, se
   action t), and with `video_env` (the same scene, its own cameras and size) frames
   {camera: u8[N, T'+1, H, W, 3]} (frame t: before action t; after the end, the last state again).
   T' <= horizon: a batch stops after the jitted call in which its last episode ended.
+  Envs that report grasps (LIBERO-MJX: info["grasped"], the goal's objects each held between both
+  fingers at some step) add grasped bool[N]; with success, report() tells grasped from pushed.
   """
   reset_fn = reset_fn or reset_pair(env)
   starts = np.asarray(starts)
@@ -205,6 +207,8 @@ def run_episodes(env: Env, actor: Actor, starts: np.ndarray, horizon: int, *, se
     results.append({"success": np.asarray(state.info["success"] & ~state.info["unstable"])[keep],
                     "length": np.asarray(length)[keep],
                     "unstable": np.asarray(state.info["unstable"])[keep],
+                    **({"grasped": np.asarray(state.info["grasped"])[keep]}
+                       if "grasped" in state.info else {}),
                     "actions": cat(*[o["actions"] for o in outs])[:, :horizon], **rec})
   # batches that stopped sooner are padded in time: records repeat their last entry (as after an
   # episode's end), actions with zeros
@@ -231,11 +235,27 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
   return max(0.0, mid - half), min(1.0, mid + half)
 
 
+def _pushcut(success: np.ndarray, grasped: np.ndarray) -> dict[str, Any]:
+  """Successes reached with every goal object grasped at some step vs pushed (never grasped)."""
+  s, g = int(success.sum()), int((success & grasped).sum())
+  return {"successes_grasped": g, "successes_pushed": s - g,
+          "pushed_fraction": (s - g) / s if s else None}
+
+
 def report(env: Env, pairs: np.ndarray, success: np.ndarray, length: np.ndarray | None = None,
-           suite: str | None = None) -> dict[str, Any]:
-  """Success per task and per suite with 95% Wilson intervals, the failed evaluation states."""
+           suite: str | None = None, grasped: np.ndarray | None = None) -> dict[str, Any]:
+  """Success per task and per suite with 95% Wilson intervals, the failed evaluation states; with
+  `grasped` (run_episodes' grasped, bool[N]) also, for tasks whose goal places an object
+  (env.goal_targets), how many successes came with the object grasped and how many pushed
+  ("pushcut"; pushed_fraction = pushed / successes), per task and over those tasks per suite."""
   pairs = np.asarray(pairs)
   success = np.asarray(success, bool)
+  targets = getattr(env, "goal_targets", None)
+  if grasped is not None and targets is not None:
+    grasped = np.asarray(grasped, bool)
+    placing = np.array([bool(t) for t in targets])   # tasks whose goal places an object
+  else:
+    grasped = None
   specs = getattr(env, "specs", None)
   tasks = []
   for k, text in enumerate(env.instructions):
@@ -252,6 +272,8 @@ def report(env: Env, pairs: np.ndarray, success: np.ndarray, length: np.ndarray 
     if length is not None:
       ln = np.asarray(length)[m & success]
       row["median_length_success"] = float(np.median(ln)) if len(ln) else None
+    if grasped is not None and placing[k]:
+      row.update(_pushcut(success[m], grasped[m]))
     tasks.append(row)
   groups: dict[str, list[int]] = {}
   for row in tasks:
@@ -263,4 +285,7 @@ def report(env: Env, pairs: np.ndarray, success: np.ndarray, length: np.ndarray 
     suites[name] = {"episodes": n, "successes": s, "success": s / n, "ci95": list(wilson(s, n)),
                     "tasks": len(ids), "worst_task": min((r["success"] for r in tasks
                                                           if r["task_id"] in ids))}
+    if grasped is not None:
+      mp = m & placing[pairs[:, 0]]
+      suites[name].update(_pushcut(success[mp], grasped[mp]))
   return {"suites": suites, "tasks": tasks}

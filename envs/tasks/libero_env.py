@@ -143,6 +143,7 @@ class LiberoTask(base.Env):
                                 for n, b in self._built.fixtures.items()})
     self._fixture_kinds = {f.name: f.kind for f in spec.fixtures}
     self._goal = predicates.make_goal_fn(spec, m, self._contact_geoms, self._fixture_kinds)
+    self._held = predicates.make_held_fn([o.name for o in spec.objects], m, self._contact_geoms)
 
     # Initial data: robot at LIBERO's home posture, gripper half open (LIBERO's start: command
     # level 0), controller goal = the home end-effector pose. mj_forward fills the mass matrix the
@@ -237,6 +238,33 @@ class LiberoTask(base.Env):
 
   def success(self, data) -> jax.Array:
     return self._goal(data)
+
+  @property
+  def goal_targets(self) -> tuple[tuple[str, ...], ...]:
+    """Per task: the objects its goal places (predicates.goal_targets); () where it only moves
+    fixtures (open, close, turn on / off), for which info["grasped"] stays False."""
+    return (predicates.goal_targets(self._spec),)
+
+  def held(self, data) -> jax.Array:
+    """bool[objects]: each of the scene's objects held between both fingers' pads (from contacts)."""
+    return self._held(data)
+
+  def _target_mask(self) -> np.ndarray:
+    """bool[tasks, objects]: the objects each task's goal places (static)."""
+    names = [o.name for o in self._spec.objects]
+    return np.array([[n in t for n in names] for t in self.goal_targets], bool).reshape(
+        len(self.goal_targets), len(names))
+
+  def _grasp_info(self, state: Optional[base.State], data, unstable, prev_done) -> dict:
+    """info["held"] bool[objects]: latched per episode, the object was held between both fingers'
+    pads at the end of some control step; info["grasped"]: the episode's goal objects were EACH
+    held at some step so far (False for a task whose goal places no object). A success with
+    grasped False reached its goal without ever grasping an object it placed: pushed ("pushcut")."""
+    if state is None:        # reset: nothing held yet
+      return {"held": jnp.zeros((len(self._spec.objects),), bool), "grasped": jnp.asarray(False)}
+    held = jnp.where(prev_done | unstable, state.info["held"], state.info["held"] | self._held(data))
+    mask = jnp.asarray(self._target_mask())[self._task_index(state)]
+    return {"held": held, "grasped": jnp.any(mask) & jnp.all(held | ~mask)}
 
   def base_pos(self, model=None) -> jax.Array:
     """The arm's base (panda_link0) position in the table frame (a suite sets it per task)."""
@@ -346,7 +374,8 @@ class LiberoTask(base.Env):
     render_params = self._sample_render_params(k_render)
     success = jnp.asarray(False)   # init regions never satisfy the goal (LIBERO: False at init)
     zero = jnp.zeros((), jnp.float32)
-    info = {"success": success, "unstable": jnp.asarray(False), "render": render_params}
+    info = {"success": success, "unstable": jnp.asarray(False), "render": render_params,
+            **self._grasp_info(None, data, None, None)}
     state = base.State(data, self._state_obs(data), zero, zero,
                        {"success": success.astype(jnp.float32)}, info)
     return self.observe(state)
@@ -382,6 +411,7 @@ class LiberoTask(base.Env):
     info = dict(state.info)
     info["success"] = success
     info["unstable"] = unstable
+    info.update(self._grasp_info(state, data, unstable, prev_done))
     metrics = dict(state.metrics)
     metrics["success"] = success.astype(jnp.float32)
     return state.replace(pipeline_state=data,
@@ -394,6 +424,11 @@ class LiberoTask(base.Env):
     """The goal predicate of the state's task."""
     del state
     return self._goal(data)
+
+  def _task_index(self, state: base.State) -> jax.Array:
+    """The state's task (row of goal_targets)."""
+    del state
+    return jnp.asarray(0, jnp.int32)
 
   def _model(self, state: base.State):
     """The mjx.Model this environment steps (a suite gives each environment its fixture poses)."""

@@ -369,6 +369,7 @@ class LiberoSuite(LiberoTask):
     info = {"success": success, "unstable": jnp.asarray(False),
             "render": self._sample_render_params(rng), "task": k, "fixture_pose": fixture_pose,
             "active": jnp.asarray(self._tables.active)[k]}
+    info.update(self._grasp_info(None, data, None, None))
     state = base.State(data, self._state_obs(data, k), zero, zero,
                        {"success": success.astype(jnp.float32)}, info)
     return self.observe(self._warm_up(state))
@@ -501,6 +502,13 @@ class LiberoSuite(LiberoTask):
     mpos = new_pos[n_obj:]
     mquat = new_quat[n_obj:]
     return qpos, mpos, mquat
+
+  @property
+  def goal_targets(self) -> tuple[tuple[str, ...], ...]:
+    return tuple(predicates.goal_targets(s) for s in self._specs)
+
+  def _task_index(self, state: base.State) -> jax.Array:
+    return state.info["task"]
 
   def _success(self, state: base.State, data) -> jax.Array:
     goals = jnp.stack([g(data) for g in self._goals])

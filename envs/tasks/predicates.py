@@ -89,6 +89,38 @@ def contact_between(data, geoms_a: Sequence[int], geoms_b: Sequence[int]) -> jax
   return jnp.any(pair & (c.dist < 0))
 
 
+# robosuite's grasp test (`_check_grasp`, which LIBERO's envs inherit): the object touches a pad of
+# EACH finger. Pad geoms of the left and the right finger (envs/robots/panda.xml).
+LEFT_PADS = ("left_pad", "left_pad_upper")
+RIGHT_PADS = ("right_pad", "right_pad_upper")
+
+
+def goal_targets(spec: TaskSpec) -> tuple[str, ...]:
+  """The movable objects a task's goal places: the first argument of each On / In goal predicate
+  that is one of the spec's objects (() for goals that only open, close or turn fixtures)."""
+  objects = {o.name for o in spec.objects}
+  return tuple(dict.fromkeys(p.args[0] for p in spec.goal
+                             if p.name in ("on", "in") and p.args[0] in objects))
+
+
+def make_held_fn(objects: Sequence[str], mj_model: mujoco.MjModel,
+                 contact_geoms: dict[str, tuple[str, ...]]) -> Callable:
+  """`fn(mjx.Data) -> bool[len(objects)]`: each object is held between the fingers, robosuite's
+  grasp test on the contacts the physics step already made: an active contact with a pad of the
+  left finger AND one with a pad of the right finger."""
+  left = [mj_model.geom(g).id for g in LEFT_PADS]
+  right = [mj_model.geom(g).id for g in RIGHT_PADS]
+  gids = [[mj_model.geom(g).id for g in contact_geoms[n]] for n in objects]
+
+  def held(data) -> jax.Array:
+    if not gids:
+      return jnp.zeros((0,), bool)
+    return jnp.stack([contact_between(data, left, g) & contact_between(data, right, g)
+                      for g in gids])
+
+  return held
+
+
 # Articulation thresholds of LIBERO's fixture classes (default_open_ranges / default_close_ranges;
 # LIBERO_PREDICATES.md): open = ANY joint past `open`, closed = ALL joints past `close`.
 ARTICULATION = {
