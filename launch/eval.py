@@ -226,7 +226,8 @@ def _eval_checkpoint() -> dict:
     metrics_lib.check_render({"render_overflow": float(out["render_overflow"].sum())}, step,
                              "evaluation")
     rep = {**head, "evaluation_set": "every task x every evaluation state, once",
-           **evaluation.report(b.env, pairs, out["success"] > 0, out["length"], suite=cfg.env.name),
+           **evaluation.report(b.env, pairs, out["success"] > 0, out["length"], suite=cfg.env.name,
+                               grasped=out.get("grasped")),
            "unstable_episodes": int(out["unstable"].sum())}
   rep["seconds"] = round(time.time() - t0, 1)
   if _VIDEO_DIR.value:

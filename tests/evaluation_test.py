@@ -134,6 +134,7 @@ def test_policy_actor_runner_equals_the_training_rollout():
   np.testing.assert_array_equal(out["length"], ref["length"])
   np.testing.assert_array_equal(out["success"], ref["success"] > 0)
   assert 0 < out["success"].sum() < 16 or len(set(out["length"].tolist())) > 1
+  assert "grasped" not in ref and "grasped" not in out  # FakeReach reports no grasps
 
 
 def test_run_episodes_in_batches_equals_one_batch(fake_run):

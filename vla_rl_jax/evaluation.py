@@ -58,6 +58,13 @@ def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | N
     counts = jax.ops.segment_sum(jnp.ones_like(traj.reward), traj.task_id, k)
     succ = jax.ops.segment_sum(traj.reward, traj.task_id, k)
     extra = {"rollout": first_episode(traj)} if with_frames else {}
+    targets = getattr(b.env, "goal_targets", None)
+    if traj.grasped is not None and targets is not None:
+      # "pushcut": of the successes on tasks whose goal places an object, the share never grasped
+      placing = jnp.asarray([bool(t) for t in targets])[traj.task_id]
+      won = (traj.reward > 0) & placing
+      extra["successes_pushed_frac"] = (jnp.sum(won & ~traj.grasped)
+                                        / jnp.maximum(jnp.sum(won), 1)).astype(jnp.float32)
     return {**extra, "success_rate": jnp.mean(traj.reward),
             "task_success": jnp.where(counts > 0, succ / jnp.maximum(counts, 1), jnp.nan),
             "episode_length": jnp.mean(traj.length.astype(jnp.float32)),
@@ -91,15 +98,17 @@ def reset_pair(env: Env) -> Callable[[jax.Array], State]:
 
 def make_policy_eval_fn(b: Built, starts: np.ndarray, temperature: float | None = None,
                         reset_fn: Callable[[jax.Array], State] | None = None):
-  """Returns jitted eval(params) -> {success f32[N], length i32[N], unstable, render_overflow}: the
+  """Returns jitted eval(params) -> {success f32[N], length i32[N], unstable, render_overflow,
+  grasped (envs that report grasps)}: the
   policy (greedy by default) once from each start (`reset_fn(starts[n])`, default: (task, index)
   pairs for `env.reset_to`), sharded like the training rollouts."""
   args = jnp.asarray(starts)
 
   def eval_fn(params):
     traj, _ = _eval_rollout(b, params, len(starts), temperature, reset_fn or reset_pair(b.env), args)
+    grasped = {} if traj.grasped is None else {"grasped": traj.grasped}
     return {"success": traj.reward, "length": traj.length, "unstable": traj.unstable,
-            "render_overflow": traj.render_overflow}
+            "render_overflow": traj.render_overflow, **grasped}
 
   return jax.jit(eval_fn, in_shardings=(b.state_shardings.params,),
                  out_shardings=sharding.replicated(b.mesh))

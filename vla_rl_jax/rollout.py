@@ -206,5 +206,6 @@ def rollout(env: Env, policy: Policy, params, rng: jax.Array, *, text_table: jax
   traj = Trajectory(frames=bufs["frames"], proprio=bufs["proprio"], tokens=bufs["tokens"],
                     logp=bufs["logp"], token_mask=bufs["mask"],
                     reward=success.astype(jnp.float32), length=length, task_id=task_id,
-                    unstable=state.info["unstable"], render_overflow=overflow)
+                    unstable=state.info["unstable"], render_overflow=overflow,
+                    grasped=state.info.get("grasped"))
   return traj, calls

@@ -45,6 +45,9 @@ class Trajectory:
   task_id:      int32[N]          (the instruction: text_table[task_id])
   unstable:     bool[N]           physics blew up (counted as failure)
   render_overflow: int32[N]       frames the renderer flagged as possibly inexact (must be 0)
+  grasped:      bool[N] | None    every object the goal places was held between both fingers at
+                                  some step (LIBERO-MJX `info["grasped"]`); None for envs that do
+                                  not report grasps. A success without it was pushed ("pushcut").
   """
   frames: Any
   proprio: jax.Array
@@ -56,6 +59,7 @@ class Trajectory:
   task_id: jax.Array
   unstable: jax.Array
   render_overflow: jax.Array
+  grasped: jax.Array | None = None
 
 
 @struct.dataclass

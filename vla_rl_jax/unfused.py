@@ -122,7 +122,7 @@ class UnfusedStep:
           frames={"image": images}, proprio=proprio, tokens=tokens, logp=logp,
           token_mask=stack("mask"), reward=success.astype(jnp.float32), length=length,
           task_id=task_id, unstable=state.info["unstable"],
-          render_overflow=jnp.sum(stack("overflow"), 1)))
+          render_overflow=jnp.sum(stack("overflow"), 1), grasped=state.info.get("grasped")))
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *groups)
 
   # -- the step --------------------------------------------------------------------------------
