@@ -115,24 +115,40 @@ def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dic
 
   Holds workdir/LOCK for the whole run (process 0; a second trainer on the workdir is refused).
   """
+  cfg = _resolve(config)
+  return _locked(workdir, quiet, lambda verbose: _train(cfg, workdir, verbose))
+
+
+def _resolve(config: Any) -> config_lib.Config:
+  """A ConfigDict, dict or Config -> the validated Config, after jax.distributed (multi-process)."""
   raw = config.to_dict() if hasattr(config, "to_dict") else (
       config_lib.to_dict(config) if isinstance(config, config_lib.Config) else dict(config))
   maybe_initialize_distributed(raw)
-  cfg = config_lib.resolve(raw, jax.device_count())
+  return config_lib.resolve(raw, jax.device_count())
+
+
+def _locked(workdir: str, quiet: bool, run):
+  """run(verbose) holding workdir/LOCK (process 0 takes it; only it prints unless quiet)."""
   lead = jax.process_index() == 0
   lock = ckpt_lib.WorkdirLock(workdir)
   if lead:
     lock.acquire(warn=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
   try:
-    return _train(cfg, workdir, lead and not quiet)
+    return run(lead and not quiet)
   finally:
     lock.release()
 
 
+def _printers(verbose: bool):
+  """(log, warn): stdout and stderr lines, or nothing when not verbose."""
+  if not verbose:
+    return (lambda text: None), (lambda text: None)
+  return ((lambda text: print(text, flush=True)),
+          (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True)))
+
+
 def _train(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any]:
-  warn = (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True)) if verbose else (
-      lambda text: None)
-  log = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
+  log, warn = _printers(verbose)
   log(f"devices: {jax.device_count()} ({jax.devices()[0].platform}) over "
       f"{jax.process_count()} process(es); mesh data={cfg.mesh.data} fsdp={cfg.mesh.fsdp} "
       f"tensor={cfg.mesh.tensor}")
@@ -387,26 +403,14 @@ def train_sft(config: Any, workdir: str, *, quiet: bool = False) -> dict[str, An
   them and `train.init_from` starts RL from them. Holds workdir/LOCK for the whole run.
   Raises demos.DemoError (one line) when the demonstrations do not fit the config."""
   from vla_rl_jax import sft  # noqa: PLC0415
-  raw = config.to_dict() if hasattr(config, "to_dict") else (
-      config_lib.to_dict(config) if isinstance(config, config_lib.Config) else dict(config))
-  maybe_initialize_distributed(raw)
-  cfg = sft.state_config(config_lib.resolve(raw, jax.device_count()))
+  cfg = sft.state_config(_resolve(config))
   sft.check_manifest(cfg, cfg.sft.demos)   # before the lock and the build: a bad input says so
-  lead = jax.process_index() == 0
-  lock = ckpt_lib.WorkdirLock(workdir)
-  if lead:
-    lock.acquire(warn=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
-  try:
-    return _sft(cfg, workdir, lead and not quiet)
-  finally:
-    lock.release()
+  return _locked(workdir, quiet, lambda verbose: _sft(cfg, workdir, verbose))
 
 
 def _sft(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any]:
   from vla_rl_jax import sft  # noqa: PLC0415
-  warn = (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True)) if verbose else (
-      lambda text: None)
-  log = (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
+  log, warn = _printers(verbose)
   b = build(cfg)
   data = sft.load_dataset(cfg, b.env, cfg.sft.demos)
   log(f"sft: {data.num_examples} examples from {cfg.sft.demos} ({data.nbytes / 2**20:.1f} MB on "
