@@ -14,6 +14,34 @@ def fail(prog: str, msg: str) -> None:
   raise SystemExit(2)
 
 
+def check_workdir(prog: str, workdir: str) -> None:
+  """A run's --workdir: a directory (created if missing) that this user can write."""
+  import os  # noqa: PLC0415
+  if not workdir.strip() or (os.path.exists(workdir) and not os.path.isdir(workdir)):
+    fail(prog, f"--workdir={workdir}: must name a directory (created if missing)")
+  existing = workdir
+  while not os.path.exists(existing):  # the directory, or the nearest parent that exists
+    existing = os.path.dirname(os.path.abspath(existing))
+  if not os.access(existing, os.W_OK | os.X_OK):
+    fail(prog, f"--workdir={workdir}: {existing} is not writable by this user")
+
+
+def run_or_exit(prog: str, debug: bool, fn, run_errors: tuple, usage_errors: tuple):
+  """fn(), with its expected failures as one line on stderr and no traceback (--debug: raised):
+  `run_errors` (the run cannot go on as configured) exit 1, `usage_errors` (bad config) exit 2."""
+  try:
+    return fn()
+  except run_errors as e:
+    if debug:
+      raise
+    print(f"{prog}: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
+  except usage_errors as e:
+    if debug:
+      raise
+    fail(prog, str(e))
+
+
 def one_line(msg: str) -> str:
   """An error message as one line; a message that carries a traceback (ml_collections wraps the
   config file's exception in one) is reduced to its last line, the exception itself."""

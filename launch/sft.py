@@ -9,13 +9,10 @@ Its checkpoints are what RL starts from (`launch.train ... --config.train.init_f
 what `launch.eval --workdir=/tmp/sft` evaluates. Restarted on the same workdir it resumes.
 """
 
-import os
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch.common import fail, loaded_config, parse_flags
+from launch.common import check_workdir, fail, loaded_config, parse_flags, run_or_exit
 
 PROG = "launch.sft"
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,8 +29,7 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   workdir = _WORKDIR.value
-  if not workdir.strip() or (os.path.exists(workdir) and not os.path.isdir(workdir)):
-    fail(PROG, f"--workdir={workdir}: must name a directory (created if missing)")
+  check_workdir(PROG, workdir)
   config = loaded_config(PROG, _CONFIG)
   if "sft" not in config:
     fail(PROG, "the config has no sft section: use configs/libero_sft.py (or a config built on it)")
@@ -44,17 +40,10 @@ def main(argv):
   except (config_lib.ConfigError, demos.DemoError) as e:
     fail(PROG, str(e))
   from vla_rl_jax import checkpoint, metrics, trainer
-  try:
-    summary = trainer.train_sft(config, workdir)
-  except (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError) as e:
-    if _DEBUG.value:
-      raise
-    print(f"{PROG}: {e}", file=sys.stderr, flush=True)   # cannot go on as configured: status 1
-    raise SystemExit(1) from None
-  except (config_lib.ConfigError, demos.DemoError) as e:
-    if _DEBUG.value:
-      raise
-    fail(PROG, str(e))
+  summary = run_or_exit(  # cannot go on as configured: status 1; bad config or demos: status 2
+      PROG, _DEBUG.value, lambda: trainer.train_sft(config, workdir),
+      (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError),
+      (config_lib.ConfigError, demos.DemoError))
   rows = summary["train"]
   if rows:
     print(f"sft: loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}, token accuracy "

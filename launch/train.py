@@ -6,13 +6,10 @@
 Run the same command on every host of a pod with --config.distributed.num_processes=<hosts>.
 """
 
-import os
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch.common import fail, loaded_config, parse_flags
+from launch.common import check_workdir, loaded_config, parse_flags, run_or_exit
 
 def _config_help() -> str:
   """--help names what the config file's argument and the registries accept."""
@@ -40,29 +37,17 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   workdir = _WORKDIR.value
-  if not workdir.strip() or (os.path.exists(workdir) and not os.path.isdir(workdir)):
-    fail("launch.train", f"--workdir={workdir}: must name a directory (created if missing)")
-  existing = workdir
-  while not os.path.exists(existing):  # the directory, or the nearest parent that exists
-    existing = os.path.dirname(os.path.abspath(existing))
-  if not os.access(existing, os.W_OK | os.X_OK):
-    fail("launch.train", f"--workdir={workdir}: {existing} is not writable by this user")
+  check_workdir("launch.train", workdir)
   from vla_rl_jax import trainer  # after flag parsing; jax stays uninitialised until here
   from vla_rl_jax import checkpoint, metrics
   from vla_rl_jax.config import ConfigError
-  try:
-    summary = trainer.train_and_evaluate(loaded_config("launch.train", _CONFIG), workdir)
-  except (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError,
-          metrics.RenderOverflowError) as e:
-    if _DEBUG.value:
-      raise
-    # the run cannot go on as configured: one line that says why and what to do, exit 1
-    print(f"launch.train: {e}", file=sys.stderr, flush=True)
-    raise SystemExit(1) from None
-  except ConfigError as e:   # raised by config.resolve, before anything is compiled
-    if _DEBUG.value:
-      raise
-    fail("launch.train", str(e))
+  # the run cannot go on as configured: one line that says why and what to do, exit 1; a bad
+  # config (raised by config.resolve, before anything is compiled): exit 2
+  summary = run_or_exit(
+      "launch.train", _DEBUG.value,
+      lambda: trainer.train_and_evaluate(loaded_config("launch.train", _CONFIG), workdir),
+      (checkpoint.CheckpointError, checkpoint.WorkdirLockedError, metrics.NonFiniteError,
+       metrics.RenderOverflowError), (ConfigError,))
   evals = summary["eval"]
   if evals:
     print(f"success (greedy, held-out): start {evals[0]['success_rate']:.3f} -> "
