@@ -148,6 +148,9 @@ def test_resolving_a_config_starts_no_jax_backend():
           "from vla_rl_jax import config\n"
           f"for name in {SHIPPED_ENVS!r}:\n"
           "  config.resolve(get_config('variant=tiny,env=' + name))\n"
+          "from configs import libero_grpo\n"   # the GRPO preset on top of the suites
+          "for s in ('libero_spatial', 'libero_10'):\n"
+          "  config.resolve(libero_grpo.get_config('variant=small,suite=' + s))\n"
           "from jax._src import xla_bridge\n"
           "assert not xla_bridge._backends, 'a JAX backend was started'\n")
   p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
