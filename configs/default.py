@@ -1,8 +1,12 @@
 """Default GRPO configuration: `get_config("variant=tiny,env=fake_reach")`.
 
 The argument after the colon in `--config=configs/default.py:ARG` is a comma-separated list of
-key=value pairs. Keys: variant (tiny|small|base), env (a registered env name). Any field can then be
+key=value pairs. Keys: variant (tiny|small|base|7b), env (a registered env name). Any field can then be
 overridden with `--config.rl.group_size=8` style flags.
+
+Sizes: tiny is the CPU test model (TinyVLA, model.name="tiny_vla"); small, base and 7b are OpenVLA-OFT's
+architecture (model.name="oft", vla_rl_jax/models/oft.py) at about 225M, 1.15B and 7.50B parameters
+(docs/models.md has the counts against the published shapes).
 """
 
 import ml_collections
@@ -86,6 +90,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"    # master weights
   c.model.ordinal_head = True        # extra logit term linear in the bin's action value
   c.model.ordinal_scale = 8.0
+  # model.name="oft" only (tiny_vla ignores them): the vision towers (depth 0 = off; depth counts the
+  # blocks run, OpenVLA reads the second-to-last), the Llama decoder's extras, and scale features
+  c.model.siglip = ml_collections.ConfigDict(dict(width=0, depth=0, num_heads=0, mlp_dim=0,
+                                                  num_registers=0))
+  c.model.dinov2 = ml_collections.ConfigDict(dict(width=0, depth=0, num_heads=0, mlp_dim=0,
+                                                  num_registers=0))
+  c.model.num_kv_heads = 0           # 0 = num_heads (no GQA)
+  c.model.norm_eps = 1e-5
+  c.model.rope_theta = 10000.0
+  c.model.use_proprio = False        # SimpleVLA-RL's LIBERO setting feeds no proprioception
+  c.model.scan_layers = True
+  c.model.remat = "none"             # none | full | dots | dots_no_batch (per block)
 
   c.policy = ml_collections.ConfigDict()
   c.policy.chunk_size = 4            # K actions per policy call
@@ -166,23 +182,39 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # fixed 2x oversampling in the same compiled step; metrics report how often it fell short)
     c.rl.oversample = 2
 
+  def oft(siglip, dinov2, width, depth, heads, mlp, kv_heads=0):
+    c.model.name, c.model.ordinal_head, c.model.vocab_size = "oft", False, 32000
+    c.model.siglip.update(dict(zip(("width", "depth", "num_heads", "mlp_dim"), siglip)))
+    c.model.dinov2.update(dict(zip(("width", "depth", "num_heads", "mlp_dim", "num_registers"),
+                                   dinov2)))
+    c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_dim = width, depth, heads, mlp
+    c.model.num_kv_heads = kv_heads
+
   if variant == "small":
+    # one SigLIP-B/16-like tower, a 12-layer 768-wide Llama: about 225M parameters (49M of them the 32000-token embedding and head)
     c.env.image_size = 64
-    c.model.width, c.model.depth, c.model.mlp_dim = 256, 4, 1024
+    c.model.patch_size = 16
+    oft((768, 12, 12, 3072), (0, 0, 0, 0, 0), 768, 12, 12, 2048)
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
     c.train.num_steps = 500
     if libero and c.env.name not in SUITES:
       c.env.episode_length = 128
-  elif variant == "base":
+  elif variant in ("base", "7b"):
     c.env.image_size = 224             # OpenVLA-OFT's input size (rendered directly, no resize)
     c.env.episode_length = 512 if libero else 64
     c.policy.chunk_size = 8
-    c.model.patch_size = 16
-    c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_dim = 768, 12, 12, 3072
+    c.model.patch_size = 14
     c.model.dtype = "bfloat16"
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
     c.optim.learning_rate = 5e-6
     c.train.num_steps = 300
+    if variant == "base":
+      # two ViT-B/14 towers and a 16-layer 2048-wide Llama: about 1.15B parameters
+      oft((768, 12, 12, 3072), (768, 12, 12, 3072, 4), 2048, 16, 16, 5632)
+    else:
+      # OpenVLA-OFT: SigLIP-So400m/14 (26 of 27 blocks run) + DINOv2-L/14 reg4 (23 of 24), Llama-2-7B
+      oft((1152, 26, 16, 4304), (1024, 23, 16, 4096, 4), 4096, 32, 32, 11008, kv_heads=32)
+      c.model.remat = "full"
   # The policy acts in whole chunks, so a horizon is rounded up to the next multiple of the chunk:
   # the evaluators' 220 and 300 (libero_spatial, libero_goal) become 224 and 304, never cut short
   # (these configs failed config validation before).

@@ -1,7 +1,7 @@
 """GRPO on a LIBERO-MJX suite from an SFT checkpoint, with SimpleVLA-RL's defaults:
 `get_config("suite=libero_10,variant=tiny,init_from=/tmp/sft_10")`.
 
-Keys of the argument: suite (any registered env; default libero_spatial), variant (tiny|small|base),
+Keys of the argument: suite (any registered env; default libero_spatial), variant (tiny|small|base|7b),
 init_from (the launch.sft workdir whose parameters RL starts from; default none: RL from random
 parameters, which never succeed on LIBERO, so set it). Everything outside the RL, optimiser and
 horizon values below is configs/default.py's get_config for the same variant and env, as in
@@ -47,6 +47,7 @@ DEVIATIONS = {
     "tiny": dict(learning_rate=1e-4, num_prompts=16, minibatch_size=32, episode_length="suite"),
     "small": dict(learning_rate=3e-5, episode_length="suite"),
     "base": {},
+    "7b": {},
 }
 
 

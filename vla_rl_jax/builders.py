@@ -20,6 +20,7 @@ from envs.base import Env
 from vla_rl_jax import sharding
 from vla_rl_jax.config import Config
 from vla_rl_jax.models import tokenizer
+from vla_rl_jax.models.oft import OFTVLA
 from vla_rl_jax.models.vla import TinyVLA
 from vla_rl_jax.policy import Policy
 from vla_rl_jax.types import EnvStats, PolicyObs, TrainState
@@ -35,12 +36,17 @@ def text_table(cfg: Config, env: Env) -> jax.Array:
   return jnp.asarray(tokenizer.encode_all(env.instructions, cfg.model.max_text_len))
 
 
-def build_model(cfg: Config, env: Env) -> TinyVLA:
-  return TinyVLA(cfg.model, num_action_tokens=cfg.policy.chunk_size * env.action_size)
+def build_model(cfg: Config, env: Env, mesh: Mesh | None = None) -> TinyVLA | OFTVLA:
+  """The model cfg.model.name names. mesh: where the model puts its activation sharding
+  constraints (oft; None = leave the layout to the compiler, as on one device)."""
+  n = cfg.policy.chunk_size * env.action_size
+  if cfg.model.name == "oft":
+    return OFTVLA(cfg.model, num_action_tokens=n, mesh=mesh)
+  return TinyVLA(cfg.model, num_action_tokens=n)
 
 
-def build_policy(cfg: Config, env: Env) -> tuple[TinyVLA, Policy]:
-  model = build_model(cfg, env)
+def build_policy(cfg: Config, env: Env, mesh: Mesh | None = None) -> tuple[TinyVLA | OFTVLA, Policy]:
+  model = build_model(cfg, env, mesh)
   apply_fn = lambda params, obs: model.apply({"params": params}, obs)
   return model, Policy(apply_fn=apply_fn, chunk_size=cfg.policy.chunk_size, action_dim=env.action_size)
 
@@ -68,7 +74,7 @@ class Built:
   """Everything a run closes over, plus the shardings of its state."""
   cfg: Config
   env: Env
-  model: TinyVLA
+  model: TinyVLA | OFTVLA
   policy: Policy
   tx: optax.GradientTransformation
   mesh: Mesh
@@ -84,9 +90,9 @@ class Built:
 
 def build(cfg: Config, devices=None) -> Built:
   env = build_env(cfg)
-  model, policy = build_policy(cfg, env)
-  tx = build_optimizer(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
+  model, policy = build_policy(cfg, env, mesh)
+  tx = build_optimizer(cfg)
   obs = dummy_obs(cfg, env)
   root = jax.random.PRNGKey(cfg.seed)
 

@@ -17,10 +17,11 @@ from typing import Any, Mapping
 from envs import registry as env_registry
 from envs import schema as env_schema
 
-MODEL_NAMES = ("tiny_vla",)
+MODEL_NAMES = ("tiny_vla", "oft")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")      # models/oft.py maps them
 STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
-VARIANTS = ("tiny", "small", "base")                            # configs/default.py's sizes
+VARIANTS = ("tiny", "small", "base", "7b")                          # configs/default.py's sizes
 
 
 class ConfigError(ValueError):
@@ -34,6 +35,21 @@ class EnvConfig:
   image_size: int
   camera: str
   kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TowerConfig:
+  """One ViT tower of the "oft" model (model.siglip, model.dinov2); depth 0 = the tower is off.
+  depth counts the blocks actually run (OpenVLA reads the second-to-last block's output, so an
+  importer drops the checkpoint's last block)."""
+  width: int = 0
+  depth: int = 0
+  num_heads: int = 0
+  mlp_dim: int = 0
+  num_registers: int = 0        # DINOv2 only: register tokens beside the class token
+
+
+_TOWERS = ("siglip", "dinov2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +67,15 @@ class ModelConfig:
   param_dtype: str
   ordinal_head: bool = True
   ordinal_scale: float = 8.0
+  # model.name="oft" only (models/oft.py); tiny_vla ignores them.
+  siglip: TowerConfig = TowerConfig()
+  dinov2: TowerConfig = TowerConfig()
+  num_kv_heads: int = 0         # decoder key/value heads (GQA); 0 = model.num_heads
+  norm_eps: float = 1e-5        # the decoder's RMSNorm epsilon (Llama-2)
+  rope_theta: float = 10000.0
+  use_proprio: bool = False     # one extra prefix token projected from obs.proprio
+  scan_layers: bool = True      # each tower's and the decoder's blocks under nn.scan
+  remat: str = "none"           # jax.checkpoint per block: none | full | dots | dots_no_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +270,9 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
     if k not in raw:
       continue
     v = raw[k]
-    if k in _KWARGS_FIELDS:
+    if f.type == "TowerConfig":
+      v = _tower(f"{name}.{k}", v)
+    elif k in _KWARGS_FIELDS:
       if not isinstance(v, (Mapping, tuple)):
         _fail(f"{name}.{k}", v, f"must be a mapping of the {_KWARGS_FIELDS[k]}'s options")
       v = tuple(sorted((kk, _freeze(vv)) for kk, vv in dict(v).items()))
@@ -266,6 +293,22 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]):
         _fail(f"{name}.{k}", v, "must be a string")
     values[k] = v
   return cls(**values)
+
+
+def _tower(where: str, v: Any) -> TowerConfig:
+  """A tower sub-section ({width, depth, num_heads, mlp_dim, num_registers}) -> TowerConfig."""
+  if isinstance(v, TowerConfig):
+    return v
+  if not isinstance(v, Mapping):
+    _fail(where, v, "must be a section {width, depth, num_heads, mlp_dim[, num_registers]}")
+  fields = [f.name for f in dataclasses.fields(TowerConfig)]
+  unknown = sorted(set(v) - set(fields))
+  if unknown:
+    _unknown(f"config.{where}", unknown, fields)
+  for k, x in v.items():
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+      _fail(f"{where}.{k}", x, "must be an integer >= 0")
+  return TowerConfig(**dict(v))
 
 
 # fields holding a mapping of options -> whose options they are
@@ -408,6 +451,7 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("optim.warmup_steps", cfg.optim.warmup_steps,
           f"must be <= the run's {updates} optimiser updates (train.num_steps * rl.num_epochs * "
           f"minibatches per step): a longer warm-up never reaches optim.learning_rate")
+  _model_checks(cfg)
   if cfg.model.ordinal_scale <= 0:
     _fail("model.ordinal_scale", cfg.model.ordinal_scale,
           "must be > 0 (model.ordinal_head=False turns the ordinal term off)")
@@ -433,6 +477,49 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if num_devices is not None:
     cfg = _resolve_mesh(cfg, num_devices)
   return cfg
+
+
+def _model_checks(cfg: Config) -> None:
+  """The "oft" architecture's shape rules (models/oft.py), each naming its field."""
+  m = cfg.model
+  if m.remat not in REMAT_POLICIES:
+    _fail("model.remat", m.remat, f"choose one of {list(REMAT_POLICIES)} (jax.checkpoint policy per "
+          f"block: none = keep every activation, full = keep only block inputs, dots / "
+          f"dots_no_batch = also keep matmul outputs)")
+  if m.name != "oft":
+    return
+  if m.ordinal_head:
+    _fail("model.ordinal_head", m.ordinal_head,
+          "must be False for model.name='oft': its head is the LM head's last 256 columns, so "
+          "imported weights score the action bins exactly as trained (no extra ordinal term)")
+  if m.num_kv_heads < 0:
+    _fail("model.num_kv_heads", m.num_kv_heads, "must be >= 0 (0 = model.num_heads)")
+  kv = m.num_kv_heads or m.num_heads
+  if m.num_heads % kv:
+    _fail("model.num_kv_heads", m.num_kv_heads,
+          f"must divide model.num_heads={m.num_heads} (each key/value head serves a group of "
+          f"query heads)")
+  if (m.width // m.num_heads) % 2:
+    _fail("model.width", m.width, f"width / num_heads = {m.width / m.num_heads:g} must be even "
+          f"(RoPE rotates pairs of each head's dimensions)")
+  if m.norm_eps <= 0:
+    _fail("model.norm_eps", m.norm_eps, "must be > 0")
+  if m.rope_theta <= 0:
+    _fail("model.rope_theta", m.rope_theta, "must be > 0")
+  on = [t for t in _TOWERS if getattr(m, t).depth > 0]
+  if not on:
+    _fail("model.siglip.depth/model.dinov2.depth", (m.siglip.depth, m.dinov2.depth),
+          "at least one vision tower must be on (depth > 0) for model.name='oft'")
+  for t in on:
+    tc = getattr(m, t)
+    for f in ("width", "num_heads", "mlp_dim"):
+      if getattr(tc, f) <= 0:
+        _fail(f"model.{t}.{f}", getattr(tc, f), f"must be > 0 when model.{t}.depth > 0")
+    if tc.width % tc.num_heads:
+      _fail(f"model.{t}.width", tc.width, f"must be divisible by model.{t}.num_heads={tc.num_heads}")
+  if m.siglip.num_registers:
+    _fail("model.siglip.num_registers", m.siglip.num_registers,
+          "must be 0 (SigLIP has no class or register tokens; DINOv2 has them)")
 
 
 def _env_options(env: EnvConfig) -> EnvConfig:
@@ -613,7 +700,13 @@ def resume_changes(saved: Mapping[str, Any], cfg: Config) -> list[str]:
 INIT_FIELDS = ("model.name", "model.patch_size", "model.width", "model.depth", "model.num_heads",
                "model.mlp_dim", "model.max_text_len", "model.vocab_size", "model.num_bins",
                "model.param_dtype", "model.ordinal_head", "model.ordinal_scale",
+               "model.siglip", "model.dinov2", "model.num_kv_heads", "model.norm_eps",
+               "model.rope_theta", "model.use_proprio", "model.scan_layers",
                "policy.chunk_size", "env.image_size", "env.camera")
+# A field a run saved before it existed counts as its default (a tiny_vla run from before the oft
+# fields compares equal to one saved after).
+_DEFAULTS = {"model": {f.name: f.default for f in dataclasses.fields(ModelConfig)
+                       if f.default is not dataclasses.MISSING}}
 
 
 def init_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
@@ -623,7 +716,12 @@ def init_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[tuple[str, Any
   out = []
   for path in INIT_FIELDS:
     section, name = path.split(".")
-    old = (saved.get(section) or {}).get(name) if isinstance(saved.get(section), Mapping) else None
+    sec = saved.get(section) if isinstance(saved.get(section), Mapping) else None
+    old = sec.get(name) if sec is not None else None
+    if sec is not None and name not in sec and name in _DEFAULTS.get(section, {}):
+      default = _DEFAULTS[section][name]
+      old = json.loads(json.dumps(dataclasses.asdict(default) if dataclasses.is_dataclass(default)
+                                  else default))
     if old != now[section][name]:
       out.append((path, old, now[section][name]))
   return out

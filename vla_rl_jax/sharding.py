@@ -24,13 +24,24 @@ from vla_rl_jax.config import ConfigError, MeshConfig
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
-LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    # parameters
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("vocab", "tensor"),
     ("kv", None),
     ("patch", None),
+    ("layers", None),      # the stacked-blocks axis of nn.scan'ed layers
+    ("norm", None),        # norm scales and biases: small, kept whole
+    # activations (models/oft.py's with_logical_constraint): the batch over data x fsdp, the hidden
+    # (act_embed) whole, MLP hidden and attention heads over tensor. Distinct from the parameter
+    # names because "embed" is fsdp for weights, and one mesh axis cannot shard two dimensions.
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
 )
 
 
@@ -95,6 +106,13 @@ def constrain_batch(tree: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map(f, tree)
 
 
+def constrain_logical(x: jax.Array, names: tuple, mesh: Mesh) -> jax.Array:
+  """with_sharding_constraint by logical names (LOGICAL_RULES): the model's activation constraints.
+  A dimension its mesh axes do not divide is left unconstrained on them, as param_shardings does."""
+  spec, _ = _physical(P(*names), x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
 @dataclasses.dataclass(frozen=True)
 class Fallback:
   """One parameter dimension left whole (replicated) because its mesh axis does not divide it."""
@@ -120,7 +138,9 @@ def _physical(spec: P, shape: tuple[int, ...], mesh: Mesh) -> tuple[P, list[tupl
   out, fallbacks = [], []
   for i, (dim, name) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
     axis = rules.get(name) if isinstance(name, str) else None
-    if axis is not None and dim % mesh.shape[axis]:
+    size = (int(np.prod([mesh.shape[a] for a in axis])) if isinstance(axis, tuple)
+            else mesh.shape[axis] if axis is not None else 1)
+    if axis is not None and dim % size:
       fallbacks.append((i, name, axis))
       axis = None
     out.append(axis)
