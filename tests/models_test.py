@@ -283,6 +283,7 @@ def test_param_count_of_7b_matches_the_published_shapes():
   hand = siglip + dinov2 + projector + llama2_7b
   assert abs(got["total"] - hand) / hand < 0.01, (got, hand)
   assert got["embed"] + got["decoder"] + got["head"] == llama2_7b
+  assert (got["siglip"], got["dinov2"], got["projector"]) == (siglip, dinov2, projector)
   # SigLIP-So400m is 428M with its 27th block and pooling head, DINOv2-L/14 304M with its 24th
   # block: what runs is one block less of each
   assert got["siglip"] + _vit(1152, 4304, False) == pytest.approx(416e6, rel=0.01)
