@@ -247,6 +247,11 @@ def test_same_outputs_and_gradients_on_1_and_8_devices(base, ref, shape):
   up = p_dev["layers"]["up"]["kernel"]                       # [layers, embed, mlp]
   assert up.addressable_shards[0].data.shape == (2, 32 // shape[1], 64 // shape[2])
   assert_same(jax.device_get(got), ref, rtol=1e-4, atol=1e-7)
+  # scanned ("layers"-prefixed) specs go through the fallback list too: only the 515-id vocabulary
+  # fails to split over tensor=2
+  fallbacks = sharding.replication_fallbacks(boxed, mesh)
+  want = {("lm_head", "vocab"), ("tok_embed/embedding", "vocab")} if shape[2] > 1 else set()
+  assert {(f.path, f.logical_axis) for f in fallbacks} == want
 
 
 def test_bf16_compute_is_close_to_fp32_and_params_stay_fp32(base, ref):

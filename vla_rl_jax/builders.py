@@ -47,7 +47,12 @@ def build_model(cfg: Config, env: Env, mesh: Mesh | None = None) -> TinyVLA | OF
 
 def build_policy(cfg: Config, env: Env, mesh: Mesh | None = None) -> tuple[TinyVLA | OFTVLA, Policy]:
   model = build_model(cfg, env, mesh)
-  apply_fn = lambda params, obs: model.apply({"params": params}, obs)
+
+  def apply_fn(params, obs):
+    # the rules context too, so any flax layer's with_logical_constraint resolves the same names
+    # (the oft model's own constraints take sharding.LOGICAL_RULES and the mesh explicitly)
+    with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+      return model.apply({"params": params}, obs)
   return model, Policy(apply_fn=apply_fn, chunk_size=cfg.policy.chunk_size, action_dim=env.action_size)
 
 
