@@ -332,6 +332,9 @@ def test_towers_all_off_and_init_fields():
             "scan_layers", "remat"):
     del old["model"][f]
   assert config_lib.init_conflicts(old, tiny) == []
+  assert config_lib.resume_conflicts(old, tiny) == []
+  old["model"]["width"] = 48
+  assert config_lib.resume_conflicts(old, tiny) == ["model"]
   cfg = tiny_cfg()
   saved = config_lib.to_dict(tiny_cfg(dinov2=dict(width=16, depth=1, num_heads=2, mlp_dim=32,
                                                   num_registers=2)))

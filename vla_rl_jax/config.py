@@ -671,6 +671,8 @@ def resume_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[str]:
            "advantage_kwargs": dict(rl.advantage_kwargs)}, sort_keys=True))}
     except (ValueError, KeyError, TypeError):
       pass  # a loss or option no longer registered: the sections differ, reported below
+  if isinstance(saved.get("model"), Mapping):  # a run saved before the oft fields existed
+    saved = {**saved, "model": {**_defaults_json("model"), **saved["model"]}}
   for k in sorted(now):
     if k in RESUMABLE_SECTIONS or saved.get(k) == now[k]:
       continue
@@ -703,10 +705,15 @@ INIT_FIELDS = ("model.name", "model.patch_size", "model.width", "model.depth", "
                "model.siglip", "model.dinov2", "model.num_kv_heads", "model.norm_eps",
                "model.rope_theta", "model.use_proprio", "model.scan_layers",
                "policy.chunk_size", "env.image_size", "env.camera")
-# A field a run saved before it existed counts as its default (a tiny_vla run from before the oft
-# fields compares equal to one saved after).
-_DEFAULTS = {"model": {f.name: f.default for f in dataclasses.fields(ModelConfig)
-                       if f.default is not dataclasses.MISSING}}
+
+
+def _defaults_json(section: str) -> dict[str, Any]:
+  """The JSON form of a section's field defaults: a field a run saved before it existed counts as
+  its default (a tiny_vla run saved before the oft fields resumes and initialises as before)."""
+  cls = _SECTIONS[section]
+  return json.loads(json.dumps({
+      f.name: dataclasses.asdict(f.default) if dataclasses.is_dataclass(f.default) else f.default
+      for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}))
 
 
 def init_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
@@ -718,10 +725,8 @@ def init_conflicts(saved: Mapping[str, Any], cfg: Config) -> list[tuple[str, Any
     section, name = path.split(".")
     sec = saved.get(section) if isinstance(saved.get(section), Mapping) else None
     old = sec.get(name) if sec is not None else None
-    if sec is not None and name not in sec and name in _DEFAULTS.get(section, {}):
-      default = _DEFAULTS[section][name]
-      old = json.loads(json.dumps(dataclasses.asdict(default) if dataclasses.is_dataclass(default)
-                                  else default))
+    if sec is not None and name not in sec:
+      old = _defaults_json(section).get(name)
     if old != now[section][name]:
       out.append((path, old, now[section][name]))
   return out
