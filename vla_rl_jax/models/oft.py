@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from vla_rl_jax import config as config_lib
 from vla_rl_jax import sharding
 from vla_rl_jax.config import ModelConfig, TowerConfig
 from vla_rl_jax.types import PolicyObs
@@ -64,6 +65,7 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+assert {"none", *REMAT_POLICIES} == set(config_lib.REMAT_POLICIES)  # validation allows these
 
 
 def _p(init, names):
