@@ -359,3 +359,90 @@ def test_fused_train_step_runs_an_oft_model_on_data_fsdp_tensor():
   q = state.params["layers"]["attn"]["query"]["kernel"]
   assert q.addressable_shards[0].data.shape == (2, 32 // 2, 4 // 2, 8)
   assert int(state.step) == 1
+
+
+# ---- numpy oracles: the blocks written out the way HF's Llama and timm's ViT compute them --------
+
+def _np_rope(x, pos, theta=10000.0):
+  """x [B, S, H, hd]: HF's rotate_half RoPE at positions pos [B, S], in float64."""
+  hd = x.shape[-1]
+  inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
+  ang = pos[..., None] * inv
+  cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+  rot = np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], -1)
+  return x * cos[:, :, None] + rot * sin[:, :, None]
+
+
+def _np_attention(p, x, heads, kv_heads, mask=None, pos=None):
+  """Multi-head attention with HF's repeat_kv grouping (kv head j serves query heads
+  j * g .. j * g + g - 1), biases if present, an optional bool mask [B, S, S]."""
+  def lin(name):
+    y = np.einsum("bsw,whd->bshd", x, p[name]["kernel"])
+    return y + p[name]["bias"] if "bias" in p[name] else y
+  q, k, v = lin("query"), lin("key"), lin("value")
+  if pos is not None:
+    q, k = _np_rope(q, pos), _np_rope(k, pos)
+  k, v = np.repeat(k, heads // kv_heads, axis=2), np.repeat(v, heads // kv_heads, axis=2)
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  if mask is not None:
+    logits = np.where(mask[:, None], logits, -np.inf)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  out = np.einsum("bhqk,bkhd->bqhd", w, v)
+  y = np.einsum("bqhd,hdw->bqw", out, p["out"]["kernel"])
+  return y + p["out"]["bias"] if "bias" in p["out"] else y
+
+
+def _f64(tree):
+  return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def test_decoder_block_matches_a_numpy_llama_block(base):
+  cfg, *_ = base
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, 6, 32)).astype(np.float32)
+  mask = np.tril(np.ones((6, 6), bool))[None].repeat(2, 0)
+  mask[1, :, 2] = False                                # a padding key in row 1
+  pos = np.cumsum(np.arange(6)[None] != np.array([[-1], [2]]), 1) - 1
+  block = oft.DecoderBlock(cfg.model)
+  cos, sin = oft.rope(jnp.asarray(pos), 8, 10000.0)
+  params = nn.meta.unbox(block.init(jax.random.PRNGKey(4), x, mask, cos, sin)["params"])
+  params = jax.tree_util.tree_map(lambda a: a + 0.1 * jnp.asarray(  # non-trivial norm scales
+      rng.normal(size=a.shape), a.dtype), params)
+  got, _ = jax.jit(lambda p: block.apply({"params": p}, x, mask, cos, sin))(params)
+  p = _f64(params)
+
+  def rms(h, scale):
+    return h / np.sqrt(np.mean(h * h, -1, keepdims=True) + 1e-5) * scale
+  x64 = x.astype(np.float64)
+  h = x64 + _np_attention(p["attn"], rms(x64, p["attn_norm"]["scale"]), 4, 2, mask, pos)
+  u = rms(h, p["mlp_norm"]["scale"])
+  g, up = u @ p["gate"]["kernel"], u @ p["up"]["kernel"]
+  want = h + (g / (1 + np.exp(-g)) * up) @ p["down"]["kernel"]
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
+
+
+def test_dinov2_block_matches_a_numpy_timm_block(base):
+  from scipy.special import erf
+  cfg, *_ = base
+  tower = cfg.model.dinov2
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(2, 7, 16)).astype(np.float32)
+  block = oft.ViTBlock(tower, layer_scale=True, approximate_gelu=False, dtype=jnp.float32,
+                       param_dtype=jnp.float32)
+  params = nn.meta.unbox(block.init(jax.random.PRNGKey(6), x)["params"])
+  params = jax.tree_util.tree_map(lambda a: a + 0.1 * jnp.asarray(rng.normal(size=a.shape),
+                                                                   a.dtype), params)
+  got, _ = jax.jit(lambda p: block.apply({"params": p}, x))(params)
+  p = _f64(params)
+
+  def ln(h, q):
+    mu = h.mean(-1, keepdims=True)
+    var = ((h - mu) ** 2).mean(-1, keepdims=True)
+    return (h - mu) / np.sqrt(var + 1e-6) * q["scale"] + q["bias"]
+  x64 = x.astype(np.float64)
+  h = x64 + p["ls1"] * _np_attention(p["attn"], ln(x64, p["ln1"]), 2, 2)
+  m = ln(h, p["ln2"]) @ p["mlp_in"]["kernel"] + p["mlp_in"]["bias"]
+  m = 0.5 * m * (1 + erf(m / np.sqrt(2)))
+  want = h + p["ls2"] * (m @ p["mlp_out"]["kernel"] + p["mlp_out"]["bias"])
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
