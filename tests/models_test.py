@@ -294,6 +294,17 @@ def test_param_count_of_7b_matches_the_published_shapes():
   assert got["siglip"] + _vit(1152, 4304, False) == pytest.approx(413e6, rel=0.01)  # + head 15M
   assert got["dinov2"] + _vit(1024, 4096, True) == pytest.approx(304e6, rel=0.01)
   assert got["total"] == pytest.approx(7.5e9, rel=0.01)     # OpenVLA's ~7.5B
+  # the 7b forward traces (bf16, remat, scan) and every weight splits on fsdp x tensor meshes with
+  # no replication fallback: still shapes only, nothing allocated
+  model = oft.OFTVLA(cfg.model, num_action_tokens=8 * 7)
+  obs = PolicyObs(image=jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.uint8),
+                  text=jax.ShapeDtypeStruct((2, cfg.model.max_text_len), jnp.int32),
+                  proprio=jax.ShapeDtypeStruct((2, 8), jnp.float32))
+  boxed = jax.eval_shape(lambda o: model.init(jax.random.PRNGKey(0), o)["params"], obs)
+  out = jax.eval_shape(lambda p, o: model.apply({"params": p}, o), nn.meta.unbox(boxed), obs)
+  assert (out.shape, out.dtype) == ((2, 56, 256), jnp.float32)
+  for shape in ((1, 8, 1), (1, 4, 2), (1, 2, 4)):
+    assert sharding.replication_fallbacks(boxed, sharding.make_mesh(MeshConfig(*shape))) == ()
 
 
 @pytest.mark.parametrize("field,value,match", [
