@@ -10,6 +10,7 @@ import pytest
 
 from configs.default import get_config
 from vla_rl_jax import config as config_lib
+from vla_rl_jax import sharding
 from vla_rl_jax.builders import build
 from vla_rl_jax.rollout import rollout
 from vla_rl_jax.train_step import make_grad_fn, make_train_step
@@ -20,11 +21,15 @@ RTOL, ATOL_REL = 1e-5, 1e-5
 
 
 def tiny_config(num_devices=1, episode_length=16, **rl):
-  """fake_reach, tiny model, fp32: C = episode_length / 4 calls; 8 trajectories in 2 blocks of 4."""
+  """fake_reach, tiny model, fp32: C = episode_length / 4 calls; 8 trajectories in 2 blocks of 4;
+  on 8 devices a (data 2, tensor 4) mesh: one block per batch shard, parameters split 4 ways."""
   c = get_config("variant=tiny")
   c.env.episode_length = episode_length
   c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 2, 4, 8
   c.rl.shuffle_blocks = 2
+  c.train.eval_num_states = 8
+  if num_devices == 8:
+    c.mesh.data, c.mesh.tensor = 2, 4
   for k, v in rl.items():
     setattr(c.rl, k, v)
   return config_lib.resolve(c, num_devices)
@@ -41,9 +46,10 @@ def with_rl(b, **rl):
 def setup():
   """A real rolled-out minibatch of 8 trajectories (4 calls), old log-probs moved off the current
   policy (so ratios differ from 1 and clipping is active), random advantages, trajectory 2 dropped
-  and the last call reached by no one."""
-  cfg = tiny_config()
-  b = build(cfg, devices=jax.devices()[:1])
+  and the last call reached by no one. Sharded as in the train step, on 8 devices (2 batch shards
+  x 4 tensor-parallel)."""
+  cfg = tiny_config(8)
+  b = build(cfg, devices=jax.devices()[:8])
   state, _ = b.init_fn()
   traj, _ = jax.jit(lambda p, r: rollout(
       b.env, b.policy, p, r, text_table=b.text_table, num_prompts=2, group_size=4,
@@ -61,6 +67,8 @@ def setup():
   # the reference policy for KL: other parameters than the current ones
   ref = jax.tree_util.tree_map(
       lambda x: x + 0.05 * jnp.asarray(rng.normal(size=x.shape), x.dtype), state.params)
+  ref = jax.device_put(ref, b.state_shardings.params)
+  traj, adv, weights = jax.device_put((traj, adv, weights), sharding.batch(b.mesh))
   return b, state.params, ref, traj, adv, weights
 
 
@@ -133,29 +141,35 @@ def test_dropped_trajectories_and_unreached_calls_contribute_nothing(setup):
   adv_bad = np.array(adv)
   adv_bad[2] = 100.0
 
-  def poison(frames, rows, calls, value):
+  def poison(tree, rows, calls, value):
     def f(x):
       x = np.array(x)
       sel = x[rows][:, calls]
       x[np.ix_(rows, calls)] = value(sel)
       return jnp.asarray(x)
-    return jax.tree_util.tree_map(f, frames)
+    return jax.tree_util.tree_map(f, tree)
 
-  frames = poison(traj.frames, [2], [0, 1, 2], lambda s: s + rng.normal(size=s.shape) * 3.0)
-  frames = poison(frames, list(range(8)), [3], lambda s: np.full_like(s, np.nan))
-  bad = traj.replace(tokens=jnp.asarray(tokens), logp=jnp.asarray(logp), frames=frames)
+  noise = lambda s: s + rng.normal(size=s.shape) * 3.0
+  nan = lambda s: np.full_like(s, np.nan)
+  frames, proprio = poison((traj.frames, traj.proprio), [2], [0, 1, 2], noise)
+  frames, proprio = poison((frames, proprio), list(range(8)), [3], nan)
+  on_batch = lambda t: jax.device_put(t, sharding.batch(b.mesh))  # as compiled: no recompile
+  bad = on_batch(traj.replace(tokens=jnp.asarray(tokens), logp=jnp.asarray(logp), frames=frames,
+                              proprio=proprio))
+  adv_bad = on_batch(jnp.asarray(adv_bad))
   for rl in (dict(grad_accum="off"), dict(grad_accum="per_call", micro_batch_size=2)):
     fn = grad_fn(b, loss="ppo_clip", **rl)
     (l0, m0), g0 = fn(params, traj, adv, w, None)
-    (l1, m1), g1 = fn(params, bad, jnp.asarray(adv_bad), w, None)
+    (l1, m1), g1 = fn(params, bad, adv_bad, w, None)
     np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6, err_msg=str(rl))
     assert_same_grads(g0, g1)
 
   # per micro-batch: call 2 unreached by micro-batch 0 only (rows 0, 1, 4, 5; 2 is dropped)
   mask2 = np.array(traj.token_mask)
   mask2[[0, 1, 4, 5], 2] = 0.0
-  base = traj.replace(token_mask=jnp.asarray(mask2))
-  nan2 = base.replace(frames=poison(base.frames, [0, 1, 4, 5], [2], lambda s: np.full_like(s, np.nan)))
+  base = on_batch(traj.replace(token_mask=jnp.asarray(mask2)))
+  frames, proprio = poison((base.frames, base.proprio), [0, 1, 4, 5], [2], nan)
+  nan2 = on_batch(base.replace(frames=frames, proprio=proprio))
   fn = grad_fn(b, loss="ppo_clip", grad_accum="per_call", micro_batch_size=2)
   (l0, _), g0 = fn(params, base, adv, w, None)
   (l1, _), g1 = fn(params, nan2, adv, w, None)
@@ -171,11 +185,15 @@ def _mean_abs(tree):
   return sum(float(jnp.sum(jnp.abs(x))) for x in leaves) / sum(x.size for x in leaves)
 
 
+@pytest.mark.slow  # two fused steps compiled on 8 devices: about 100 s on the 2-core CPU
 def test_train_step_on_8_devices_same_update_as_one_value_and_grad():
-  """The real fused step (rollout, dynamic sampling, 2 epochs of 1 minibatch), 8 fake devices,
-  4 trajectories per batch shard in micro-batches of 2, KL and entropy terms on."""
+  """The real fused step (rollout, 2 epochs of 1 minibatch) on 8 fake devices (2 batch shards x 4
+  tensor-parallel: the accumulator is sharded as the parameters are), 4 trajectories per batch
+  shard in micro-batches of 2, KL and entropy terms on."""
   c = get_config("variant=tiny")
-  c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 8, 4, 32
+  c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 2, 4, 8
+  c.mesh.data, c.mesh.tensor = 2, 4
+  c.train.eval_num_states = 8
   c.rl.num_epochs, c.rl.kl_coef, c.rl.entropy_coef = 2, 0.1, 0.01
   c.rl.dynamic_sampling = False  # every trajectory counts: the update is never skipped
   cfg = config_lib.resolve(c, 8)
@@ -192,7 +210,9 @@ def test_train_step_on_8_devices_same_update_as_one_value_and_grad():
   assert m0.keys() == m1.keys() and float(m0["updates_applied"]) == 2
   for k in m0:
     np.testing.assert_allclose(m1[k], m0[k], rtol=1e-5, atol=1e-6, err_msg=k)
-  # the update itself (new - old); AdamW moves every entry by up to ~lr = 3e-3, and a gradient that
+  # the update itself (new - old); AdamW moves every entry by up to ~lr = 3e-3 whatever its
+  # gradient's size, so reduction noise in a small gradient entry shows at a fraction of lr (seen:
+  # 5e-3 lr in the second epoch); a missing or doubled call moves entries by ~lr. A gradient that
   # is 0 in exact arithmetic (the attention key bias: softmax ignores it) is reduction noise that
   # Adam scales up to ~lr in either mode, so those entries are compared at lr's scale
   lr = cfg.optim.learning_rate
@@ -203,7 +223,7 @@ def test_train_step_on_8_devices_same_update_as_one_value_and_grad():
   flat1 = jax.tree_util.tree_leaves(d1)
   for (path, x), y in zip(flat0, flat1):
     key_bias = "key" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path)
-    atol = 2 * lr if key_bias else 1e-3 * lr
+    atol = 2 * lr if key_bias else 1e-2 * lr
     np.testing.assert_allclose(y, x, rtol=1e-3, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
