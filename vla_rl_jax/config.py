@@ -21,7 +21,7 @@ MODEL_NAMES = ("tiny_vla",)
 STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
 VARIANTS = ("tiny", "small", "base")                            # configs/default.py's sizes
-GRAD_ACCUM = ("off", "per_call")                                # kept equal to train_step's modes
+GRAD_ACCUM = ("off", "per_call")                                # train_step.make_grad_fn's modes
 
 
 class ConfigError(ValueError):

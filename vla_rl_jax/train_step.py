@@ -5,6 +5,8 @@
 Explicit in/out shardings (state by logical-axis rules, trajectories over data x fsdp), donated
 inputs, randomness from fold_in(state.rng, state.step). Old log-probs are the rollout's own (no
 second pass), and the same tempered log-softmax scores them in the update, so the first ratio is 1.
+The update's gradient is one value_and_grad over the minibatch (rl.grad_accum="off") or the same
+gradient accumulated one policy call of one micro-batch at a time ("per_call": make_grad_fn).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from vla_rl_jax import integrity, sharding
 from vla_rl_jax.builders import Built
+from vla_rl_jax.config import GRAD_ACCUM
 from vla_rl_jax.rl import advantages as adv_lib
 from vla_rl_jax.rl.losses import LossInputs, make_loss
 from vla_rl_jax.rollout import call_obs, rollout
@@ -91,9 +94,6 @@ def update_env_stats(stats: EnvStats, traj: Trajectory, num_tasks: int) -> EnvSt
   return EnvStats(episodes=stats.episodes + traj.reward.shape[0],
                   task_success=jnp.where(counts > 0, ema, stats.task_success),
                   task_count=stats.task_count + counts)
-
-
-GRAD_ACCUM = ("off", "per_call")  # rl.grad_accum (config.GRAD_ACCUM)
 
 
 def _call_forward(b: Built):
