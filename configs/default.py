@@ -127,6 +127,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rl.minibatch_size = 32           # trajectories per optimiser step
   c.rl.oversample = 1                # > 1: roll out oversample x num_prompts groups, keep num_prompts
                                      # informative ones (the reference's dynamic sampling)
+  c.rl.grad_accum = "off"            # "off": one value_and_grad over every policy call; "per_call":
+                                     # the same gradient one call of one micro-batch at a time
+  c.rl.micro_batch_size = 0          # per_call: trajectories per micro-batch per block (0: all)
+  c.rl.remat_calls = False           # off: jax.checkpoint each policy call's forward
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.store = "auto"           # per call: "images" | "scene" (renderer inputs) | "auto"
@@ -206,6 +210,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.patch_size = 14
     c.model.dtype = "bfloat16"
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
+    c.rl.grad_accum = "per_call"       # 64 calls x 128 trajectories of activations do not fit
     c.optim.learning_rate = 5e-6
     c.train.num_steps = 300
     if variant == "base":

@@ -87,6 +87,46 @@ def test_bad_values_name_the_field(overrides, field, allowed):
   assert f"config.{field}" in msg and allowed in msg, msg
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    (dict(rl__grad_accum="sum"),
+     "config.rl.grad_accum='sum': choose one of ['off', 'per_call'] ('off': one value_and_grad "
+     "over every policy call; 'per_call': accumulate the gradient one call of one micro-batch at "
+     "a time)"),
+    # tiny on 8 devices: rl.minibatch_size 32 over 8 blocks = 4 trajectories per block
+    (dict(rl__grad_accum="per_call", rl__micro_batch_size=3),
+     "config.rl.micro_batch_size=3: must divide the local minibatch rl.minibatch_size / 8 shuffle "
+     "blocks = 4 (allowed: [1, 2, 4], or 0 = all 4)"),
+    (dict(rl__grad_accum="per_call", rl__micro_batch_size=8),
+     "config.rl.micro_batch_size=8: must divide the local minibatch rl.minibatch_size / 8 shuffle "
+     "blocks = 4 (allowed: [1, 2, 4], or 0 = all 4)"),
+    (dict(rl__grad_accum="per_call", rl__micro_batch_size=-1),
+     "config.rl.micro_batch_size=-1: must be >= 0 (trajectories per micro-batch per shuffle "
+     "block; 0 = the whole local minibatch)"),
+    (dict(rl__micro_batch_size=2),
+     "config.rl.micro_batch_size=2: must be 0 when rl.grad_accum='off' (micro-batches need "
+     "rl.grad_accum='per_call')"),
+    (dict(rl__remat_calls=1), "config.rl.remat_calls=1: must be True or False"),
+])
+def test_gradient_accumulation_fields_fail_in_one_line(overrides, expected):
+  with pytest.raises(ConfigError) as e:
+    resolve_with(**overrides)
+  assert str(e.value) == expected
+
+
+def test_gradient_accumulation_fields_resolve():
+  cfg = resolve_with(rl__grad_accum="per_call", rl__micro_batch_size=2, rl__remat_calls=True)
+  assert (cfg.rl.grad_accum, cfg.rl.micro_batch_size, cfg.rl.remat_calls) == ("per_call", 2, True)
+  assert config_lib.loads(config_lib.dumps(cfg), 8) == cfg
+  tiny = resolve_with()
+  assert (tiny.rl.grad_accum, tiny.rl.micro_batch_size, tiny.rl.remat_calls) == ("off", 0, False)
+  assert resolve_with(arg="variant=base").rl.grad_accum == "per_call"
+  # a config saved before these fields existed loads with today's single value_and_grad
+  d = config_lib.to_dict(tiny)
+  for k in ("grad_accum", "micro_batch_size", "remat_calls"):
+    del d["rl"][k]
+  assert config_lib.resolve(d, 8).rl.grad_accum == "off"
+
+
 def test_unknown_fields_and_args_are_rejected():
   c = get_config("variant=tiny")
   d = c.to_dict()

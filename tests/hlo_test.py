@@ -55,12 +55,14 @@ def buffer_moves(hlo: str, cfg, env) -> list:
   return bad
 
 
-def compiled_hlo(mesh: dict, store: str = "images") -> tuple[str, object, object]:
+def compiled_hlo(mesh: dict, store: str = "images", **rl) -> tuple[str, object, object]:
   c = get_config("variant=tiny")
   c.rl.num_prompts, c.rl.group_size, c.rl.minibatch_size = 8, 4, 16
   c.rollout.store = store
   for k, v in mesh.items():
     c.mesh[k] = v
+  for k, v in rl.items():
+    c.rl[k] = v
   cfg = config_lib.resolve(c, 8)
   b = build(cfg, devices=jax.devices()[:8])
   state, stats = b.init_fn()
@@ -74,6 +76,13 @@ def test_no_collective_moves_the_rollout_buffer(mesh):
   ops = collectives(hlo)
   assert ops, "expected gradient all-reduces on 8 devices"
   assert buffer_moves(hlo, cfg, env) == [], ops
+
+
+def test_per_call_accumulation_moves_no_buffer_either():
+  """rl.grad_accum="per_call" re-slices the minibatch into micro-batches of 1 trajectory per batch
+  shard and calls: each shard keeps scoring its own rows (FSDP: the accumulator is sharded)."""
+  hlo, cfg, env = compiled_hlo(dict(data=2, fsdp=4), grad_accum="per_call", micro_batch_size=1)
+  assert buffer_moves(hlo, cfg, env) == [], collectives(hlo)
 
 
 def test_checker_flags_a_global_shuffle(monkeypatch):

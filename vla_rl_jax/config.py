@@ -21,7 +21,8 @@ MODEL_NAMES = ("tiny_vla", "oft")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")      # models/oft.py maps them
 STORE_MODES = ("auto", "images", "scene")                       # kept equal to rollout.STORE_MODES
 DTYPES = ("float32", "bfloat16")
-VARIANTS = ("tiny", "small", "base", "7b")                          # configs/default.py's sizes
+VARIANTS = ("tiny", "small", "base", "7b")                      # configs/default.py's sizes
+GRAD_ACCUM = ("off", "per_call")                                # train_step.make_grad_fn's modes
 
 
 class ConfigError(ValueError):
@@ -110,6 +111,19 @@ class RLConfig:
   # filled in, as sorted (name, value) pairs; a config saved before they existed gets the defaults.
   loss_kwargs: tuple[tuple[str, Any], ...] = ()
   advantage_kwargs: tuple[tuple[str, Any], ...] = ()
+  # How the update's gradient is taken (vla_rl_jax.train_step.make_grad_fn). "off": one
+  # value_and_grad over the minibatch and every policy call, keeping every call's activations
+  # (tiny runs, tests). "per_call": score the minibatch without gradient, differentiate the loss
+  # w.r.t. the log-prob/entropy arrays, then accumulate the parameter gradient one policy call of
+  # one micro-batch at a time (the same update; peak activations of one call of one micro-batch;
+  # what the small/base/7b variants use).
+  grad_accum: str = "off"
+  # per_call only: trajectories per micro-batch per shuffle block (one block per batch shard by
+  # default); must divide rl.minibatch_size / num_blocks. 0 = the whole local minibatch.
+  micro_batch_size: int = 0
+  # "off" only: jax.checkpoint around each policy call's forward, so the single value_and_grad
+  # keeps only the calls' inputs and recomputes each call's activations in the backward pass.
+  remat_calls: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,6 +447,18 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("rl.oversample", cfg.rl.oversample,
           "must be 1 when rl.dynamic_sampling is False (oversampling fills the batch with "
           "informative groups, which only dynamic sampling defines)")
+  if cfg.rl.grad_accum not in GRAD_ACCUM:
+    _fail("rl.grad_accum", cfg.rl.grad_accum,
+          f"choose one of {list(GRAD_ACCUM)} ('off': one value_and_grad over every policy call; "
+          f"'per_call': accumulate the gradient one call of one micro-batch at a time)")
+  if cfg.rl.micro_batch_size < 0:
+    _fail("rl.micro_batch_size", cfg.rl.micro_batch_size,
+          "must be >= 0 (trajectories per micro-batch per shuffle block; 0 = the whole local "
+          "minibatch)")
+  if cfg.rl.micro_batch_size and cfg.rl.grad_accum != "per_call":
+    _fail("rl.micro_batch_size", cfg.rl.micro_batch_size,
+          f"must be 0 when rl.grad_accum={cfg.rl.grad_accum!r} (micro-batches need "
+          f"rl.grad_accum='per_call')")
   if cfg.rollout.store not in STORE_MODES:
     _fail("rollout.store", cfg.rollout.store, f"choose one of {list(STORE_MODES)}")
   if cfg.rollout.policy_microbatch < 0:
@@ -599,6 +625,12 @@ def _resolve_mesh(cfg: Config, num_devices: int) -> Config:
           f"must be divisible by the {blocks} shuffle blocks (rl.shuffle_blocks, default one per "
           f"batch shard) when rl.oversample > 1: each block keeps its own informative groups, so "
           f"no trajectory crosses devices")
+  micro, mb_block = cfg.rl.micro_batch_size, cfg.rl.minibatch_size // blocks
+  if micro and mb_block % micro:
+    _fail("rl.micro_batch_size", micro,
+          f"must divide the local minibatch rl.minibatch_size / {blocks} shuffle blocks = "
+          f"{mb_block} (allowed: {[d for d in range(1, mb_block + 1) if mb_block % d == 0]}, "
+          f"or 0 = all {mb_block})")
   mb_local = cfg.rollout.policy_microbatch
   local = cfg.num_rollout_trajectories // shards
   for what, local in (("trajectories each batch shard rolls out", local),

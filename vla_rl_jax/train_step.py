@@ -5,6 +5,8 @@
 Explicit in/out shardings (state by logical-axis rules, trajectories over data x fsdp), donated
 inputs, randomness from fold_in(state.rng, state.step). Old log-probs are the rollout's own (no
 second pass), and the same tempered log-softmax scores them in the update, so the first ratio is 1.
+The update's gradient is one value_and_grad over the minibatch (rl.grad_accum="off") or the same
+gradient accumulated one policy call of one micro-batch at a time ("per_call": make_grad_fn).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vla_rl_jax import integrity, sharding
 from vla_rl_jax.builders import Built
+from vla_rl_jax.config import GRAD_ACCUM
 from vla_rl_jax.rl import advantages as adv_lib
 from vla_rl_jax.rl.losses import LossInputs, make_loss
 from vla_rl_jax.rollout import call_obs, rollout
@@ -93,11 +96,46 @@ def update_env_stats(stats: EnvStats, traj: Trajectory, num_tasks: int) -> EnvSt
                   task_count=stats.task_count + counts)
 
 
-def make_loss_fn(b: Built):
-  """(params, minibatch Trajectory, advantages, weights, ref_params) -> (loss, metrics)."""
+def _call_forward(b: Built):
+  """(params, frames_c, proprio_c, text, tokens_c) -> (logp, entropy) f32[M, L] of ONE policy call
+  (frames_c: the call's frame record [M, ...], re-rendered from stored scenes if that is what the
+  rollout kept)."""
+  cfg = b.cfg
+
+  def fwd(params, frames_c, proprio_c, text, tokens_c):
+    obs = call_obs(b.env, frames_c, proprio_c, text, cfg.env.camera)
+    logp, ent = b.policy.log_prob(params, obs, tokens_c, cfg.policy.temperature)
+    return logp.astype(jnp.float32), ent.astype(jnp.float32)
+  return fwd
+
+
+def _live_tokens(traj: Trajectory, weights: jax.Array) -> jax.Array:
+  """f32[M, C, L]: tokens that ran, of trajectories dynamic sampling kept."""
+  return traj.token_mask * (weights > 0)[:, None, None]
+
+
+def _loss_inputs(cfg, traj: Trajectory, advantages, weights, logp, ent, ref_logp) -> LossInputs:
+  m, _, l = traj.tokens.shape
+  return LossInputs(logp=logp, old_logp=traj.logp.reshape(m, -1), advantages=advantages,
+                    token_mask=traj.token_mask.reshape(m, -1), traj_weight=weights,
+                    entropy=ent, ref_logp=ref_logp, chunk_size=cfg.policy.chunk_size,
+                    action_dim=l // cfg.policy.chunk_size)
+
+
+def make_loss_fn(b: Built, remat_calls: bool | None = None):
+  """(params, minibatch Trajectory, advantages, weights, ref_params) -> (loss, metrics).
+
+  The whole minibatch and every policy call in one differentiable function: a value_and_grad of
+  it keeps every call's activations (C x M x the model's), unless `remat_calls` (default
+  cfg.rl.remat_calls) wraps each call's forward in jax.checkpoint, so that only each call's
+  inputs are kept and its activations are recomputed in the backward pass.
+  """
   cfg = b.cfg
   loss_impl = make_loss(cfg.rl)
-  temp = cfg.policy.temperature
+  remat = cfg.rl.remat_calls if remat_calls is None else remat_calls
+  fwd = _call_forward(b)
+  if remat:
+    fwd = jax.checkpoint(fwd, prevent_cse=False)  # inside a scan, CSE cannot undo the remat
 
   def score(params, traj: Trajectory, weights):
     """log-probs and entropies f32[M, C * L], one policy call at a time.
@@ -107,16 +145,13 @@ def make_loss_fn(b: Built):
     re-rendered nor put through the model, forward or backward.
     """
     m, c, l = traj.tokens.shape
-    live = traj.token_mask * (weights > 0)[:, None, None]
-    reached = jnp.any(live > 0, axis=(0, 2))  # bool[C]: a prefix of True
+    reached = jnp.any(_live_tokens(traj, weights) > 0, axis=(0, 2))  # bool[C]: a prefix of True
     zeros = jnp.zeros((m, l), jnp.float32)
     text = b.text_table[traj.task_id]
 
     def per_call(_, xs):
       frames_c, proprio_c, tokens_c, run = xs
-      def go():
-        obs = call_obs(b.env, frames_c, proprio_c, text, cfg.env.camera)
-        return b.policy.log_prob(params, obs, tokens_c, temp)
+      go = lambda: fwd(params, frames_c, proprio_c, text, tokens_c)
       return None, jax.lax.cond(run, go, lambda: (zeros, zeros))
 
     time_major = lambda x: jnp.swapaxes(x, 0, 1)
@@ -126,18 +161,128 @@ def make_loss_fn(b: Built):
     return time_major(logp).reshape(m, c * l), time_major(ent).reshape(m, c * l)
 
   def loss_fn(params, traj: Trajectory, advantages, weights, ref_params):
-    m, _, l = traj.tokens.shape
     logp, ent = score(params, traj, weights)
     ref_logp = None
     if ref_params is not None and cfg.rl.kl_coef > 0:
       ref_logp = jax.lax.stop_gradient(score(ref_params, traj, weights)[0])
-    inp = LossInputs(logp=logp, old_logp=traj.logp.reshape(m, -1), advantages=advantages,
-                     token_mask=traj.token_mask.reshape(m, -1), traj_weight=weights,
-                     entropy=ent, ref_logp=ref_logp, chunk_size=cfg.policy.chunk_size,
-                     action_dim=l // cfg.policy.chunk_size)
-    return loss_impl(inp)
+    return loss_impl(_loss_inputs(cfg, traj, advantages, weights, logp, ent, ref_logp))
 
   return loss_fn
+
+
+def make_grad_fn(b: Built, sharded: bool = True):
+  """The update's gradient, as cfg.rl.grad_accum says:
+
+      grad_fn(params, traj [M], advantages f32[M], weights f32[M], ref_params)
+          -> ((loss, metrics), grads)         # the signature of value_and_grad(loss_fn, has_aux)
+
+  "off": jax.value_and_grad of make_loss_fn over the whole minibatch and every call.
+
+  "per_call": the same value and gradient for ANY registered loss, with the activations of one
+  policy call of one micro-batch alive at a time. A loss is a function of the per-token log-prob
+  and entropy arrays only (rl.losses: LossInputs), so by the chain rule
+      dL/dparams = sum over micro-batches u and calls c of
+                   vjp(params -> (logp, entropy)[u, c])(dL/dlogp[u, c], dL/dentropy[u, c]):
+    1. without gradient, score the minibatch (logp, entropy f32[M, C * L], and the reference
+       log-probs when rl.kl_coef > 0) one call of one micro-batch at a time;
+    2. (loss, metrics) and the cotangents dL/dlogp, dL/dentropy by value_and_grad of the loss on
+       those arrays (cheap: no model in it; the token-mean, sequence-mean and GSPO's sequence ratio
+       all couple tokens only here);
+    3. for every (u, c), the model's vjp applied to its slice of the cotangents, accumulated in
+       fp32 in a lax.scan.
+  Calls that no surviving trajectory of a micro-batch reached are skipped with lax.cond in both
+  passes (their cotangents are exactly 0: the loss masks them). Cost: forward (pass 1) + forward
+  and backward (pass 3), i.e. what rematerialising every call costs; pass 1 also yields the loss,
+  the ratio and every metric. Micro-batch u takes rows u*m .. u*m + m - 1 of every shuffle block
+  (m = rl.micro_batch_size, 0: the whole block), so each batch shard only touches its own rows.
+
+  sharded: the minibatch is sharded over the built run's mesh (its batch axes) and the gradient
+  accumulator is constrained to the parameters' shardings; False: no sharding constraints (the
+  unfused baseline, one device).
+  """
+  cfg = b.cfg
+  if cfg.rl.grad_accum not in GRAD_ACCUM:
+    raise ValueError(f"rl.grad_accum={cfg.rl.grad_accum!r}: choose one of {list(GRAD_ACCUM)}")
+  if cfg.rl.grad_accum == "off":
+    return jax.value_and_grad(make_loss_fn(b), has_aux=True)
+  mesh = b.mesh if sharded else None
+  loss_impl = make_loss(cfg.rl)
+  fwd = _call_forward(b)
+  blocks = cfg.num_blocks
+  f32 = jnp.float32
+
+  def grad_fn(params, traj: Trajectory, advantages, weights, ref_params):
+    m, c, l = traj.tokens.shape
+    per_block = m // blocks
+    mb = cfg.rl.micro_batch_size or per_block
+    if m % blocks or per_block % mb:
+      raise ValueError(f"rl.micro_batch_size={mb} must divide the {per_block} trajectories of "
+                       f"each of {blocks} blocks of the minibatch ({m})")
+    nmb = per_block // mb
+    mb_sharding = None if mesh is None else NamedSharding(mesh, P(None, sharding.BATCH_AXES))
+
+    def split(x):  # [M, ...] -> [U, S * mb, ...]: micro-batch u = rows u*mb.. of every block
+      y = x.reshape((blocks, nmb, mb) + x.shape[1:]).swapaxes(0, 1)
+      y = y.reshape((nmb, blocks * mb) + x.shape[1:])
+      return y if mb_sharding is None else jax.lax.with_sharding_constraint(y, mb_sharding)
+
+    def unsplit(y):  # inverse of split
+      y = y.reshape((nmb, blocks, mb) + y.shape[2:]).swapaxes(0, 1)
+      return y.reshape((m,) + y.shape[3:])
+
+    calls_first = lambda x: jnp.swapaxes(split(x), 1, 2)            # [M, C, ...] -> [U, C, S*mb, ...]
+    to_calls = lambda x: calls_first(x.reshape(m, c, l))             # f32[M, C*L] -> [U, C, S*mb, L]
+    from_calls = lambda y: unsplit(jnp.swapaxes(y, 1, 2)).reshape(m, c * l)  # its inverse
+    reached = jnp.any(split(_live_tokens(traj, weights)) > 0, axis=(1, 3))  # bool[U, C]
+    xs = (jax.tree_util.tree_map(calls_first, traj.frames), calls_first(traj.proprio),
+          calls_first(traj.tokens), split(b.text_table[traj.task_id]), reached)
+    zeros = jnp.zeros((blocks * mb, l), f32)
+
+    def score(p):
+      """Pass 1, no gradient: (logp, entropy) f32[M, C * L]."""
+      p = jax.lax.stop_gradient(p)
+      def per_micro(_, xs_u):
+        frames_u, proprio_u, tokens_u, text_u, reached_u = xs_u
+        def per_call(_, xs_c):
+          frames_c, proprio_c, tokens_c, run = xs_c
+          go = lambda: fwd(p, frames_c, proprio_c, text_u, tokens_c)
+          return None, jax.lax.cond(run, go, lambda: (zeros, zeros))
+        return None, jax.lax.scan(per_call, None, (frames_u, proprio_u, tokens_u, reached_u))[1]
+      _, (logp, ent) = jax.lax.scan(per_micro, None, xs)  # [U, C, S*mb, L]
+      return from_calls(logp), from_calls(ent)
+
+    logp, ent = score(params)
+    ref_logp = None
+    if ref_params is not None and cfg.rl.kl_coef > 0:
+      ref_logp = score(ref_params)[0]
+
+    def loss_of(logp, ent):
+      return loss_impl(_loss_inputs(cfg, traj, advantages, weights, logp, ent, ref_logp))
+    (loss, metrics), (g_logp, g_ent) = jax.value_and_grad(loss_of, argnums=(0, 1),
+                                                          has_aux=True)(logp, ent)
+
+    grads0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, f32), params)
+    if mesh is not None:  # the accumulator lives sharded as the parameters do
+      grads0 = jax.lax.with_sharding_constraint(grads0, b.state_shardings.params)
+
+    def per_micro(acc, xs_u):
+      (frames_u, proprio_u, tokens_u, text_u, reached_u), g_logp_u, g_ent_u = xs_u
+      def per_call(acc, xs_c):
+        frames_c, proprio_c, tokens_c, run, g_logp_c, g_ent_c = xs_c
+        def go(acc):
+          _, vjp = jax.vjp(lambda p: fwd(p, frames_c, proprio_c, text_u, tokens_c), params)
+          (g,) = vjp((g_logp_c, g_ent_c))
+          return jax.tree_util.tree_map(lambda a, gi: a + gi.astype(f32), acc, g)
+        return jax.lax.cond(run, go, lambda acc: acc, acc), None
+      acc, _ = jax.lax.scan(per_call, acc, (frames_u, proprio_u, tokens_u, reached_u, g_logp_u,
+                                            g_ent_u))
+      return acc, None
+
+    grads, _ = jax.lax.scan(per_micro, grads0, (xs, to_calls(g_logp), to_calls(g_ent)))
+    grads = jax.tree_util.tree_map(lambda gi, p: gi.astype(p.dtype), grads, params)
+    return (loss, metrics), grads
+
+  return grad_fn
 
 
 def make_train_step(b: Built):
@@ -147,8 +292,7 @@ def make_train_step(b: Built):
   n_roll = cfg.num_rollout_trajectories
   blocks = cfg.num_blocks
   mb_local, num_mb = cfg.rl.minibatch_size // blocks, cfg.num_minibatches
-  loss_fn = make_loss_fn(b)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = make_grad_fn(b)
   constrain = lambda t: sharding.constrain_batch(t, mesh)
 
   def step_fn(state: TrainState, stats: EnvStats):

@@ -29,7 +29,7 @@ from envs.base import image_key
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rollout import _proprio, _select
 from vla_rl_jax.train_step import (TRAIN_STREAM, group_advantages, keep_groups, local_order,
-                                   make_loss_fn, update_env_stats)
+                                   make_grad_fn, update_env_stats)
 from vla_rl_jax.types import EnvStats, PolicyObs, Trajectory, TrainState
 
 class UnfusedStep:
@@ -63,8 +63,7 @@ class UnfusedStep:
       logp, _ = policy.log_prob(params, obs, flat(tokens), temperature)
       return logp.reshape(tokens.shape)
 
-    loss_fn = make_loss_fn(b)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = make_grad_fn(b, sharded=False)  # rl.grad_accum as the fused step; unsharded
 
     def update(params, opt_state, traj_mb, adv_mb, w_mb, ref_params):
       (loss, aux), grads = grad_fn(params, traj_mb, adv_mb, w_mb, ref_params)
