@@ -72,7 +72,9 @@ NOTES = {
     "memory": "per device, from compiled.memory_analysis() of the SPMD-partitioned program on XLA's "
               "CPU backend; total = argument + output + temp - alias (donated state aliases its "
               "output). A GPU/TPU compiler fuses, lays out and rematerialises differently and adds "
-              "collective buffers, so treat these as an estimate of the accelerator's plan.",
+              "collective buffers, and its bf16 arithmetic may be widened to f32 on the CPU; so treat "
+              "these as an estimate of the accelerator's plan. generated_code reads 0 on the CPU "
+              "backend.",
     "xla_cost_flops": "XLA's cost_analysis of the per-device program counts each while/scan body "
                       "once (one rollout call, one epoch/minibatch/call of the update), so it is not "
                       "the per-step total; model_flops is.",

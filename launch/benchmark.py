@@ -10,6 +10,13 @@ compilation cache OFF (`compilation_cache=True` in the config turns it on; each 
 warm-up excluded, outputs blocked on; min / median / max over repeats (rates from the median time;
 `_min` / `_max` from the slowest / fastest repeat), the host's 1-minute load average when the row
 is written, and the machine, library versions and git commit in every row.
+
+Train rows carry the step's analytic model FLOPs (vla_rl_jax/flops.py): `model_flops_per_step`
+(full horizon, every minibatch live: an upper bound), its rollout and update parts,
+`model_flops_per_policy_call`, and the median repeat's actual count (`model_flops_step_actual`,
+from its policy_calls and live minibatches); on an accelerator with a known peak also `mfu_step`,
+`mfu_rollout` (the rollout compiled and timed alone) and `mfu_update` (step minus rollout time);
+null on a CPU.
 """
 
 from __future__ import annotations
