@@ -72,7 +72,7 @@ NOTES = {
     "memory": "per device, from compiled.memory_analysis() of the SPMD-partitioned program on XLA's "
               "CPU backend; total = argument + output + temp - alias (donated state aliases its "
               "output). A GPU/TPU compiler fuses, lays out and rematerialises differently and adds "
-              "collective buffers, and its bf16 arithmetic may be widened to f32 on the CPU; so treat "
+              "collective buffers, and the CPU backend may widen bf16 arithmetic to f32; so treat "
               "these as an estimate of the accelerator's plan. generated_code reads 0 on the CPU "
               "backend.",
     "xla_cost_flops": "XLA's cost_analysis of the per-device program counts each while/scan body "
@@ -199,7 +199,11 @@ def main(argv):
                     (ConfigError, ValueError))
   print(json.dumps(out), flush=True)
   total = out["memory_per_device"].get("total_gb")
-  if total is not None and total > _LIMIT.value:
+  if total is None:
+    print(f"{PROG}: XLA gave no memory analysis for this program: the plan cannot be checked",
+          file=sys.stderr, flush=True)
+    raise SystemExit(1)
+  if total > _LIMIT.value:
     print(f"{PROG}: the plan needs {total:.3f} GB per device (argument + output + temp - alias), "
           f"over --memory_limit_gb={_LIMIT.value:g}", file=sys.stderr, flush=True)
     raise SystemExit(1)

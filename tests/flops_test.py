@@ -4,7 +4,6 @@ import dataclasses
 import types
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from configs.default import get_config
