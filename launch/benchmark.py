@@ -285,11 +285,13 @@ def _rollout_seconds(b, params, repeats: int) -> list[float]:
   return out
 
 
-def _flops_fields(b, state, times: list[float], metrics: list[dict]) -> dict:
+def _flops_fields(b, state, times: list[float], metrics: list[dict],
+                  device_kind: str | None = None) -> dict:
   """Model FLOPs of the step (vla_rl_jax/flops.py: the full-horizon bound, and the median repeat's
   actual count from its policy_calls and live minibatches) and, on an accelerator with a known
   peak, MFU of the whole step, of the rollout (timed alone, same call) and of the update (step
-  time minus rollout time: the advantages and the dynamic-sampling bookkeeping ride with it)."""
+  time minus rollout time: the advantages and the dynamic-sampling bookkeeping ride with it).
+  device_kind: the peak to measure against (default: this machine's first device)."""
   import jax
   from vla_rl_jax import flops
   rc = b.cfg
@@ -308,9 +310,9 @@ def _flops_fields(b, state, times: list[float], metrics: list[dict]) -> dict:
          "model_flops_step_actual": f.total, "model_flops_rollout_actual": f.rollout,
          "model_flops_update_actual": f.update,
          "mfu_step": None, "mfu_rollout": None, "mfu_update": None}
-  d = jax.devices()[0]
+  kind = device_kind or jax.devices()[0].device_kind
   n, dt = jax.device_count(), rc.model.dtype
-  row["mfu_step"] = flops.mfu(f.total, times[i], d.device_kind, n, dt)
+  row["mfu_step"] = flops.mfu(f.total, times[i], kind, n, dt)
   if row["mfu_step"] is None:  # CPU / unknown peak: no MFU, and no extra rollout compile
     return row
   roll = _rollout_seconds(b, state.params, len(times))
@@ -319,8 +321,8 @@ def _flops_fields(b, state, times: list[float], metrics: list[dict]) -> dict:
   roll_f = flops.step_flops(rc, b.env, policy_calls=roll_calls).rollout
   update_s = times[i] - roll_s
   row.update(rollout_s=roll_s, update_s_derived=update_s,
-             mfu_rollout=flops.mfu(roll_f, roll_s, d.device_kind, n, dt),
-             mfu_update=flops.mfu(f.update, update_s, d.device_kind, n, dt) if update_s > 0
+             mfu_rollout=flops.mfu(roll_f, roll_s, kind, n, dt),
+             mfu_update=flops.mfu(f.update, update_s, kind, n, dt) if update_s > 0
              else None)
   return row
 
