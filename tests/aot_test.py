@@ -64,6 +64,15 @@ def test_plan_over_the_limit_exits_1_on_another_mesh(fsdp_plan):
   assert out["model_flops"] == fsdp["model_flops"]  # the mesh does not change the model's work
 
 
+def test_bad_config_exits_2_with_one_line():
+  r = _run("--config=configs/default.py:variant=tiny", "--num_devices=8", "--mesh=1,8,1",
+           "--config.rl.minibatch_size=4", timeout=300)
+  assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+  lines = r.stderr.strip().splitlines()
+  assert lines == ["launch.aot_compile: config.rl.minibatch_size=4: must be divisible by the 8 "
+                   "batch shards (mesh.data * mesh.fsdp)"], r.stderr
+
+
 @pytest.mark.parametrize("mesh,why", [("1,4,1", "must equal --num_devices=8"),
                                       ("1,8", "give three positive integers"),
                                       ("0,8,1", "every axis must be >= 1")])
