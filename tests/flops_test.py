@@ -75,6 +75,9 @@ def test_oft_forward_by_hand():
   assert head_dim == 4 and hand == 122448
   m = _oft_model()
   assert flops.forward_flops(m, image_size=8, num_action_tokens=4, proprio_size=2) == hand
+  # towers as config.py may freeze a sub-config (sorted name/value pairs) or as plain dicts
+  frozen = _oft_model(siglip=tuple(sorted(vars(m.siglip).items())), dinov2=dict(vars(m.dinov2)))
+  assert flops.forward_flops(frozen, image_size=8, num_action_tokens=4, proprio_size=2) == hand
   # a tower at depth 0 is off: neither its blocks nor its patch embedding nor its projector width
   no_dino = _oft_model(dinov2=NS(width=4, depth=0, num_heads=1, mlp_dim=8, num_registers=2),
                        use_proprio=False)

@@ -27,6 +27,7 @@ over the 256 action bins at the K*D action positions only).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 # Dense (no sparsity) peak FLOP/s per device by dtype, from the vendors' data sheets. Matched
@@ -68,8 +69,14 @@ def mfu(flops: float, seconds: float, device_kind: str, num_devices: int = 1,
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
-  """A config field from a frozen dataclass or a ConfigDict, with a default while it is absent."""
-  v = getattr(cfg, name, default)
+  """A config field, with a default while it is absent, from a frozen dataclass or a ConfigDict,
+  or from a sub-config as config.py may freeze it: a mapping, or sorted (name, value) pairs."""
+  if isinstance(cfg, Mapping):
+    v = cfg.get(name, default)
+  elif isinstance(cfg, tuple) and all(isinstance(x, tuple) and len(x) == 2 for x in cfg):
+    v = dict(cfg).get(name, default)
+  else:
+    v = getattr(cfg, name, default)
   return default if v is None else v
 
 
@@ -126,9 +133,9 @@ def oft_forward(model: Any, *, image_size, num_action_tokens: int, proprio_size:
     if t is None or _get(t, "depth", 0) == 0:
       continue
     extra = 1 + _get(t, "num_registers", 0) if tower == "dinov2" else 0
-    tw = t.width
+    tw = _get(t, "width")
     f_view += 2 * n_patch * (p * p * 3) * tw                        # patch embedding
-    f_view += t.depth * _vit_block(n_patch + extra, tw, t.mlp_dim)
+    f_view += _get(t, "depth") * _vit_block(n_patch + extra, tw, _get(t, "mlp_dim"))
     vision_dim += tw
   width = model.width
   f_view += 2 * n_patch * (vision_dim * 4 * vision_dim + 4 * vision_dim * width + width * width)
