@@ -159,6 +159,7 @@ def test_resolving_a_config_starts_no_jax_backend():
 
 
 @pytest.mark.parametrize("module", ["launch.train", "launch.eval", "launch.benchmark",
+                                    "launch.aot_compile",
                                     "launch.make_demos", "launch.plot", "launch.serve",
                                     "launch.demo"])
 def test_importing_a_launcher_and_the_envs_prints_nothing(module):
