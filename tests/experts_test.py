@@ -1,8 +1,9 @@
 """Scripted experts on LIBERO-MJX: the per-task dispatcher solves each of libero_object's ten tasks
 from one of LIBERO's evaluation states under jit at the shipped horizon (goal true at the end, no
-blow-up); the tasks without a skill are named; `launch.make_demos` writes the documented format.
+blow-up; `make test-slow`); the tasks without a skill are named; `launch.make_demos` writes the
+documented format. (`make test` runs task_test's expert on libero_bowl_on_plate.)
 
-`make test-slow` runs the issue's criterion itself: every covered task over all 50 evaluation states,
+`make test-slow` also runs the issue's criterion itself: every covered task over all 50 evaluation states,
 >= 90% each, through `launch.eval --policy=expert`.
 """
 import json
@@ -33,6 +34,7 @@ def object_run():
   return env, pairs, horizon, out
 
 
+@pytest.mark.slow   # ~2.5 min on 2 cores; a subset of the all-states criterion below
 def test_expert_solves_every_object_task(object_run):
   env, pairs, horizon, out = object_run
   print("lengths", out["length"].tolist())

@@ -36,7 +36,13 @@ def test_data_covers_the_40_tasks():
       assert t.max_steps_rl == 512 and t.num_steps_wait == 10
 
 
-@pytest.fixture(scope="module", params=libero_data.SUITES)
+# libero_10 (the most crowded scenes, every fixture kind) runs in `make test`; each other suite is a
+# separate 2-3 minute compile on the 2-core CI machine, so those run in `make test-slow`.
+SUITE_PARAMS = ["libero_10", *[pytest.param(s, marks=pytest.mark.slow)
+                               for s in libero_data.SUITES if s != "libero_10"]]
+
+
+@pytest.fixture(scope="module", params=SUITE_PARAMS)
 def suite_run(request):
   env = LiberoSuite(request.param, cameras=CAMS, image_size=(H, H))
   K = len(env.specs)
@@ -105,10 +111,6 @@ def test_task_entities_on_the_table_and_parked_ones_pinned(suite_run):
       assert np.all(pos[~act, 0] == PARK_X)
 
 
-@pytest.mark.parametrize("suite_run", [
-    "libero_10",                            # the most crowded scene: in `make test`
-    *[pytest.param(s, marks=pytest.mark.slow) for s in libero_data.SUITES if s != "libero_10"],
-], indirect=True)
 def test_overflow_free_renderer_matches_brute_force(suite_run):
   """The suite's renderer (capacity planned on its evaluation states) equals brute force on the
   started and stepped states (segmentation, both cameras). Every suite's run above also checks

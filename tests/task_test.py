@@ -1,7 +1,9 @@
 """LIBERO bowl-on-plate task: jit/vmap reset+step, On predicate, scripted expert, blow-up isolation.
 
-One compiled function serves the rollout tests here (a vmapped reset + expert rollout over 200
+One compiled function serves the rollout tests here (a vmapped reset + expert rollout over B
 layouts with an optional per-env qvel kick); the On test compiles one vmapped mjx.forward besides.
+`make test` runs the expert on 64 layouts; the issue's criterion (>= 95% of 200 random layouts) runs
+in `make test-slow`.
 """
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,8 @@ from envs import base
 from envs.tasks import experts, predicates
 from envs.tasks.libero_env import LiberoTask
 
-B = 200   # the issue's criterion: >= 95% of 200 random layouts
+B = 64    # layouts of the shared run (about a third of the 200-layout run's time on 2 cores)
+B_CRITERION = 200   # the issue's criterion: >= 95% of 200 random layouts (make test-slow)
 T = 110   # the expert finishes in about 90 control steps under LIBERO's controller (limit 220)
 B_BLOW, T_BLOW = 16, 20   # the blow-up isolation test: a small batch, its own compiled rollout
 
@@ -128,12 +131,23 @@ def test_on_predicate_through_mjx_contacts(env):
     assert bool(got[i]) == want, f"env.success through mjx.forward, {name}"
 
 
-def test_expert_success_200(clean_run):
-  _, (state, _) = clean_run
+def _expert_rate(state, n):
   assert not np.any(state.info["unstable"])
   rate = float(np.mean(state.info["success"]))
-  print(f"expert success on {B} layouts: {rate:.3f}")
-  assert rate >= 0.95
+  print(f"expert success on {n} layouts: {rate:.3f}")
+  return rate
+
+
+def test_expert_success(clean_run):
+  _, (state, _) = clean_run
+  assert _expert_rate(state, B) >= 0.95
+
+
+@pytest.mark.slow
+def test_expert_success_200(env, rollout):
+  rngs = jax.random.split(jax.random.PRNGKey(2), B_CRITERION)
+  state, _ = jax.device_get(rollout(rngs, jnp.zeros((B_CRITERION, env.mj_model.nv))))
+  assert _expert_rate(state, B_CRITERION) >= 0.95
 
 
 def test_blowup_isolated(env):
