@@ -8,8 +8,9 @@ On envs with a finite evaluation set (LIBERO's suites: 50 converted initial stat
 intervals and the failed states; `--num_states=N` instead draws N held-out states at random (the
 trainer's periodic evaluation). The model is rebuilt from the resolved config saved beside the
 checkpoints (workdir/config.json). `--checkpoint` is a synonym of `--workdir`.
-Videos: one animated GIF per episode (both cameras side by side, the instruction and the outcome as
-a caption) for the first `--num_videos` tasks' state 0, and a contact sheet PNG.
+Videos: one animated GIF per episode (both cameras side by side where the env has both, the
+instruction and the outcome as a caption) for the first `--num_videos` tasks' state 0 (envs without
+a finite evaluation set: the first `--num_videos` held-out draws), and a contact sheet PNG.
 """
 
 import json
@@ -126,20 +127,40 @@ def main(argv):
     os.replace(_OUT.value + ".tmp", _OUT.value)
 
 
+def _video_env(name: str, kwargs):
+  """The run's env at --video_size with every camera it has of (agentview, wrist), side by side."""
+  from envs import registry
+  have = registry.cameras(name) or ("agentview",)
+  cams = tuple(c for c in ("agentview", "wrist") if c in have) or have[:1]
+  return registry.make(name, image_size=_VIDEO_SIZE.value, cameras=cams, **dict(kwargs))
+
+
 def _videos(env, video_env, actor, pairs, horizon, seed=0) -> dict:
-  """Films a few episodes (the same actor, the same reset) and writes GIFs + a contact sheet."""
+  """Films a few episodes (the same actor, the same reset) and writes GIFs + a contact sheet.
+
+  pairs: the env's finite evaluation set (each task's first state is filmed), or None for an env
+  without one (fake_reach): then the first --num_videos held-out draws of `env.eval_reset`."""
+  import jax
   import numpy as np
   from vla_rl_jax import evaluation, media
-  _, first = np.unique(pairs[:, 0], return_index=True)    # each task's first evaluation state
-  vp = pairs[first[:_NUM_VIDEOS.value]]
-  out = evaluation.run_episodes(env, actor, vp, horizon, seed=seed, video_env=video_env)
+  if pairs is not None:
+    _, first = np.unique(pairs[:, 0], return_index=True)    # each task's first evaluation state
+    starts = pairs[first[:_NUM_VIDEOS.value]]
+    reset_fn, tasks = None, starts[:, 0]
+    names = [f"task{k:02d}_state{i:02d}" for k, i in starts]
+  else:
+    starts = np.asarray(jax.random.split(jax.random.PRNGKey(seed), _NUM_VIDEOS.value))
+    reset_fn = env.eval_reset
+    tasks = np.asarray(jax.vmap(lambda r: env.eval_reset(r).obs["task_id"])(starts))
+    names = [f"episode{j:02d}_task{k:02d}" for j, k in enumerate(tasks)]
+  out = evaluation.run_episodes(env, actor, starts, horizon, seed=seed, reset_fn=reset_fn,
+                                video_env=video_env)
   paths, rows = [], []
   side = np.concatenate([out["frames"][c] for c in video_env.cameras], axis=3)
-  for j, (k, i) in enumerate(vp):
+  for j, (k, name) in enumerate(zip(tasks, names)):
     frames = media.episode_frames(side[j], int(out["length"][j]), env.instructions[k],
                                   bool(out["success"][j]))
-    paths.append(media.write_gif(os.path.join(_VIDEO_DIR.value, f"task{k:02d}_state{i:02d}.gif"),
-                                 frames))
+    paths.append(media.write_gif(os.path.join(_VIDEO_DIR.value, f"{name}.gif"), frames))
     picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
     rows.extend(frames[p] for p in picks)
   sheet = media.contact_sheet(os.path.join(_VIDEO_DIR.value, "contact_sheet.png"), rows, columns=6)
@@ -149,7 +170,6 @@ def _videos(env, video_env, actor, pairs, horizon, seed=0) -> dict:
 def _eval_expert() -> dict:
   if not _ENV.value:
     _fail("--policy=expert needs --env=NAME (a LIBERO suite or task)")
-  from envs import registry
   from envs.tasks import experts
   from vla_rl_jax import evaluation
 
@@ -172,8 +192,7 @@ def _eval_expert() -> dict:
                              grasped=out.get("grasped")),
          "unstable_episodes": int(out["unstable"].sum()), "seconds": round(time.time() - t0, 1)}
   if _VIDEO_DIR.value:
-    video_env = registry.make(name, image_size=_VIDEO_SIZE.value, cameras=("agentview", "wrist"),
-                              **kwargs)
+    video_env = _video_env(name, kwargs)
     rep.update(_videos(env, video_env, actor, pairs, horizon))
   return rep
 
@@ -183,7 +202,6 @@ def _eval_checkpoint() -> dict:
   if not workdir:
     _fail("give --workdir=DIR (a training run) or --policy=expert --env=NAME")
   import jax
-  from envs import registry
   from vla_rl_jax import checkpoint as ckpt_lib
   from vla_rl_jax import evaluation
   from vla_rl_jax import metrics as metrics_lib
@@ -207,8 +225,6 @@ def _eval_checkpoint() -> dict:
   step, state, _ = found
   temp = cfg.policy.eval_temperature if _TEMP.value is None else _TEMP.value
   pairs = evaluation.evaluation_set(b.env)
-  if _VIDEO_DIR.value and pairs is None:
-    _fail(f"--video_dir needs an env with a finite evaluation set; {cfg.env.name!r} has none")
   t0 = time.time()
   head = {"policy": "checkpoint", "workdir": os.path.abspath(workdir), "step": step,
           "env": cfg.env.name, "episode_length": cfg.env.episode_length, "temperature": temp}
@@ -231,8 +247,7 @@ def _eval_checkpoint() -> dict:
            "unstable_episodes": int(out["unstable"].sum())}
   rep["seconds"] = round(time.time() - t0, 1)
   if _VIDEO_DIR.value:
-    video_env = registry.make(cfg.env.name, image_size=_VIDEO_SIZE.value,
-                              cameras=("agentview", "wrist"), **dict(cfg.env.kwargs))
+    video_env = _video_env(cfg.env.name, cfg.env.kwargs)
     actor = evaluation.policy_actor(b, state.params, temp)
     rep.update(_videos(b.env, video_env, actor, pairs, cfg.env.episode_length, seed=cfg.seed))
   return rep

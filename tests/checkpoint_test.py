@@ -89,11 +89,17 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
                          final.params, ref["final_state"].params)
   # launch.eval rebuilds the model from the saved config alone and evaluates the last checkpoint
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")  # another topology
-  ev = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={work}", "--num_states=8"],
+  # (with videos: fake_reach has no finite evaluation set, so held-out draws are filmed)
+  ev = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={work}", "--num_states=8",
+                       f"--video_dir={tmp_path / 'videos'}", "--num_videos=2", "--video_size=32"],
                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert ev.returncode == 0, ev.stderr
   result = json.loads(ev.stdout[ev.stdout.index("{"):])
   assert result["step"] == STEPS and 0.0 <= result["success_rate"] <= 1.0
+  assert len(result["videos"]) == 2 and all(os.path.getsize(p) > 0 for p in result["videos"])
+  assert all(os.path.basename(p).startswith(f"episode{j:02d}_task")
+             for j, p in enumerate(result["videos"]))
+  assert os.path.getsize(result["contact_sheet"]) > 0
   assert set(result["task_success"]) == {"reach the red target", "reach the green target",
                                          "reach the blue target", "reach the yellow target"}
   # the resolved config sits beside the checkpoints and rebuilds the same run
