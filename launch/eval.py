@@ -41,6 +41,8 @@ _OUT = flags.DEFINE_string("out", None, "Write the report here as JSON (it is pr
 _VIDEO_DIR = flags.DEFINE_string("video_dir", None, "Write rollout GIFs and a contact sheet here.")
 _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 4, "Episodes to film (tasks 0.., state 0).")
 _VIDEO_SIZE = flags.DEFINE_integer("video_size", 128, "Video resolution per camera.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Raise the underlying exception (with its traceback) "
+                           "instead of the one-line error for checkpoint and expert failures.")
 
 
 def _fail(msg: str) -> None:
@@ -182,6 +184,8 @@ def _eval_expert() -> dict:
   try:
     expert = experts.SuiteExpert(env)
   except ValueError as e:
+    if _DEBUG.value:
+      raise
     _fail(str(e))
   actor = evaluation.expert_actor(expert)
   t0 = time.time()
@@ -219,6 +223,8 @@ def _eval_checkpoint() -> dict:
     found = ckpt.restore_for_inference(_STEP.value, *b.abstract_state, b.state_shardings,
                                        b.env_stats_shardings, warn=warn)
   except ckpt_lib.CheckpointError as e:
+    if _DEBUG.value:
+      raise
     _fail(str(e))
   if found is None:
     _fail(f"no complete checkpoint under {workdir}/checkpoints")

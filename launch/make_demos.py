@@ -29,6 +29,8 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Episodes run together (memory: T x c
                               "bytes each).")
 _ATTEMPTS = flags.DEFINE_integer("max_attempts", 4, "Give up on a task after this many x per_task tries.")
 _FORCE = flags.DEFINE_bool("overwrite", False, "Replace an existing demonstration directory.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Raise the underlying exception (with its traceback) "
+                           "instead of the one-line error.")
 
 
 SEED_STRIDE = 1_000_003   # --seed=s starts the episode seeds at s * SEED_STRIDE
@@ -81,6 +83,8 @@ def main(argv):
                               "[-1, 1]; gripper +1 closes",
                  log=lambda text: print(text, flush=True))
   except ValueError as e:   # DemoError, or an expert that does not cover the suite
+    if _DEBUG.value:
+      raise
     _fail(str(e))
   print(f"make_demos: wrote {out} ({time.time() - t0:.0f} s)")
 

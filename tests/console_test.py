@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from configs.default import get_config
 from vla_rl_jax import metrics as metrics_lib
 from vla_rl_jax import trainer
@@ -97,6 +99,26 @@ def test_help_lists_the_choices_and_debug_shows_the_traceback(tmp_path):
   assert p.returncode == 2 and "Traceback" not in p.stderr
   p = _train(*bad, "--debug")
   assert "Traceback" in p.stderr and "ConfigError: config.rl.group_size=1" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("module,args,line", [
+    ("launch.eval", ["--policy=expert", "--env=libero_goal", "--task_ids=0"],
+     "launch.eval: no scripted expert for:"),
+    ("launch.make_demos", ["--suite=libero_goal", "--task_ids=0", "--out={tmp}/demos"],
+     "launch.make_demos: no scripted expert for:"),
+])
+def test_eval_and_make_demos_debug_show_the_traceback(tmp_path, module, args, line):
+  args = [a.format(tmp=tmp_path) for a in args]
+  run = lambda *extra: subprocess.run([sys.executable, "-m", module, *args, *extra], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=300,
+                                      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  p = run()   # the message, then one line per task without an expert; no traceback
+  err = p.stderr.strip().splitlines()
+  assert p.returncode == 2 and err[0] == line and "Traceback" not in p.stderr, p.stderr
+  assert err[1:] == ["  task 0 'open the middle drawer of the cabinet': predicate "
+                     "open('wooden_cabinet_1_middle_region',) has no skill yet (have: on, in)"]
+  p = run("--debug")
+  assert p.returncode != 0 and "Traceback" in p.stderr and "ValueError" in p.stderr, p.stderr
 
 
 def test_plot_draws_benchmark_sweeps_and_refuses_other_output(tmp_path):
