@@ -3,6 +3,10 @@ parameter tree, numpy oracles of timm's and HF Llama's blocks written on the TOR
 and the errors that name the key."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -230,3 +234,103 @@ def test_errors_name_the_key(setup, edit, match):
   edit(bad)
   with pytest.raises(CheckpointImportError, match=match):
     _imp(cfg, bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# launch.import_openvla_oft: safetensors shards + config.json -> a workdir eval/serve/init_from load
+
+
+def _write_shards(flat, d, hf=None):
+  from safetensors.numpy import save_file
+  os.makedirs(d, exist_ok=True)
+  keys = sorted(flat)
+  half = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+  for name, ks in half.items():
+    save_file({k: flat[k] for k in ks}, os.path.join(d, name))
+  with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+    json.dump({"weight_map": {k: n for n, ks in half.items() for k in ks}}, f)
+  with open(os.path.join(d, "config.json"), "w") as f:
+    json.dump(hf or {}, f)
+
+
+def test_launcher_writes_a_checkpoint_init_from_and_eval_load(setup, tmp_path):
+  from launch import import_openvla_oft as launcher
+  from tests.models_test import tiny_oft_dict
+  from vla_rl_jax import checkpoint as ckpt_lib
+  from vla_rl_jax import config as config_lib
+  from vla_rl_jax import trainer
+  from vla_rl_jax.builders import build
+  cfg_dict = tiny_oft_dict()
+  cfg = config_lib.resolve(cfg_dict, jax.device_count())
+  b = build(cfg)
+  rng = np.random.default_rng(8)
+  params = jax.tree_util.tree_map(lambda a: rng.normal(size=a.shape).astype(np.float32),
+                                  b.abstract_state[0].params)
+  flat = import_oft.export_params(params, cfg.model, src_vocab=SRC_VOCAB)
+  src, out = str(tmp_path / "src"), str(tmp_path / "out")
+  hf = {"image_sizes": [IMG, IMG], "n_action_bins": 256,
+        "timm_model_ids": ["vit_large_patch8_reg4_dinov2", "vit_so400m_patch8_siglip"],
+        "text_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_key_value_heads": 2}}
+  _write_shards(flat, src, hf)
+  with open(os.path.join(src, "tokenizer.model"), "wb") as f:
+    f.write(b"sp")
+  assert launcher.convert(src, out, cfg_dict, log=lambda s: None) == "tokenizer.model"
+  assert os.path.exists(os.path.join(out, "tokenizer.model"))
+  # train.init_from reads it as it reads an SFT run's workdir
+  run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=out))
+  step, got = trainer.init_params(run_cfg, b)
+  assert step == 0
+  _assert_trees_equal(jax.tree_util.tree_map(np.asarray, got), params)
+  # eval / serve's path: the saved config rebuilds the model, restore_for_inference verifies
+  ecfg = ckpt_lib.read_config(out, jax.device_count())
+  eb = build(ecfg)
+  ck = ckpt_lib.Checkpointer(out, ecfg.train.keep_checkpoints)
+  found = ck.restore_for_inference(None, *eb.abstract_state, eb.state_shardings,
+                                   eb.env_stats_shardings)
+  ck.close()
+  assert found[0] == 0
+  np.testing.assert_array_equal(np.asarray(found[1].params["lm_head"]), params["lm_head"])
+  # a second import into the same workdir is refused
+  with pytest.raises(ValueError, match="already holds a run"):
+    launcher.convert(src, out, cfg_dict, log=lambda s: None)
+
+
+@pytest.mark.parametrize("hf, match", [
+    ({"image_sizes": [224, 224]}, r"config.json image_sizes=\[224, 224\] but env.image_size=32"),
+    ({"timm_model_ids": ["vit_large_patch14_reg4_dinov2", "vit_so400m_patch14_siglip_224"]},
+     r"timm_model_ids='vit_large_patch14_reg4_dinov2' but model.patch_size=8"),
+    ({"text_config": {"num_hidden_layers": 32}},
+     r"text_config.num_hidden_layers=32 but model.depth=2"),
+])
+def test_launcher_names_the_mismatching_config_field(hf, match):
+  from launch import import_openvla_oft as launcher
+  from vla_rl_jax import config as config_lib
+  cfg = tiny_cfg()
+  with pytest.raises(ValueError, match=match):
+    launcher.check_hf_config(hf, cfg)
+  del config_lib
+
+
+def test_launcher_cli_exits_2_with_one_line_naming_the_key(setup, tmp_path):
+  cfg, params, flat = setup
+  bad = dict(flat)
+  bad.pop(f"{LLM}.norm.weight")
+  src = str(tmp_path / "src")
+  _write_shards(bad, src)
+  args = ["--config=configs/default.py:variant=tiny", "--config.model.name=oft",
+          "--config.model.ordinal_head=False", "--config.model.width=32",
+          "--config.model.num_heads=4", "--config.model.num_kv_heads=2", "--config.model.mlp_dim=64",
+          "--config.model.siglip.width=16", "--config.model.siglip.depth=2",
+          "--config.model.siglip.num_heads=2", "--config.model.siglip.mlp_dim=32",
+          "--config.model.dinov2.width=16", "--config.model.dinov2.depth=2",
+          "--config.model.dinov2.num_heads=2", "--config.model.dinov2.mlp_dim=32",
+          "--config.model.dinov2.num_registers=2", "--config.model.use_proprio=True"]
+  r = subprocess.run([sys.executable, "-m", "launch.import_openvla_oft", f"--src={src}",
+                      f"--out={tmp_path / 'out'}", *args], capture_output=True, text=True,
+                     cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300,
+                     env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = r.stderr.strip().splitlines()
+  assert lines[-1].startswith(f"launch.import_openvla_oft: missing key {LLM}.norm.weight "
+                              f"(expected shape [32])"), r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
