@@ -131,6 +131,7 @@ def check_hf_config(hf: dict, cfg) -> None:
 def convert(src: str, out: str, config_dict, log=print) -> str:
   """Reads src, writes out (see the module docstring); returns the tokenizer file copied or ''."""
   import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
   from vla_rl_jax import checkpoint as ckpt_lib  # noqa: PLC0415
   from vla_rl_jax import config as config_lib  # noqa: PLC0415
@@ -159,7 +160,7 @@ def convert(src: str, out: str, config_dict, log=print) -> str:
     proprio = abstract["proprio_fc1"]["kernel"].shape[0]
   order = tower_order(hf) or import_oft.DEFAULT_TOWER_ORDER
   params = import_oft.import_params(flat, cfg.model, cfg.env.image_size, proprio_size=proprio,
-                                    tower_order=order, dtype=np.dtype(cfg.model.param_dtype))
+                                    tower_order=order, dtype=jnp.dtype(cfg.model.param_dtype))
   del flat
   shapes = lambda t: {jax.tree_util.keystr(p): tuple(x.shape)  # noqa: E731
                       for p, x in jax.tree_util.tree_flatten_with_path(t)[0]}

@@ -334,3 +334,33 @@ def test_launcher_cli_exits_2_with_one_line_naming_the_key(setup, tmp_path):
   assert lines[-1].startswith(f"launch.import_openvla_oft: missing key {LLM}.norm.weight "
                               f"(expected shape [32])"), r.stderr[-2000:]
   assert "Traceback" not in r.stderr
+
+
+def test_7b_checkpoint_shapes_match_the_model_without_allocating():
+  """OpenVLA-OFT-7B's expected tensors (32064-row vocabulary, 27 SigLIP and 24 DINOv2 blocks)
+  hold exactly our 7b model's parameters plus what import drops, and its real config.json passes."""
+  from configs.default import get_config
+  from launch import import_openvla_oft as launcher
+  from vla_rl_jax import config as config_lib
+  cfg = config_lib.resolve(get_config("variant=7b"), 8)
+  m = cfg.model
+  shapes = import_oft.expected_shapes(m, 224, src_vocab=32064)
+  size = lambda keys: sum(int(np.prod(shapes[k])) for k in keys)  # noqa: E731
+  assert f"{VB}.fused_featurizer.blocks.26.attn.qkv.weight" in shapes      # SigLIP: 27 blocks
+  assert f"{VB}.featurizer.blocks.23.ls2.scale_factor" in shapes           # DINOv2: 24 blocks
+  assert f"{VB}.fused_featurizer.blocks.27.norm1.weight" not in shapes
+  assert shapes[f"{LLM}.layers.31.self_attn.k_proj.weight"] == (4096, 4096)
+  assert shapes[f"{VB}.featurizer.pos_embed"] == (1, 256, 1024)
+  assert shapes["projector.fc1.weight"] == (8704, 2176)
+  last = [k for k in shapes if ".fused_featurizer.blocks.26." in k or ".featurizer.blocks.23." in k]
+  pad_rows = 2 * 64 * 4096
+  assert size(shapes) - size(last) - pad_rows == oft.param_count(cfg)["total"]
+  # SigLIP-So400m's 27th block (15.2M) and DINOv2-L's 24th (12.6M), as docs/models.md says
+  assert round(size([k for k in last if "fused" in k]) / 1e6, 1) == 15.2
+  assert round(size([k for k in last if "fused" not in k]) / 1e6, 1) == 12.6
+  launcher.check_hf_config({"image_sizes": [224, 224], "n_action_bins": 256,
+                            "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m",
+                                               "vit_so400m_patch14_siglip_224"]}, cfg)
+  assert launcher.tower_order({"timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m",
+                                                  "vit_so400m_patch14_siglip_224"]}) == (
+      "dinov2", "siglip")
