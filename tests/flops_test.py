@@ -200,7 +200,8 @@ def test_oft_7b_forward_agrees_with_its_parameter_count():
   init, nothing allocated). A dense layer costs 2 x its parameters per token it runs on, so the
   forward is 2 x (decoder params x S + each tower's params x its tokens + projector params x
   patches + 256 head columns x width x K*D) + attention's 4 x S^2 x width per layer; biases, norms
-  and position tables ride along as parameters (they are not matmuls), so agree to 0.5%. And the
+  and position tables ride along as parameters (they are not matmuls), so agree to 0.1%
+  (measured: 1.6e-4 low, 5.7770 vs 5.7779 TFLOP per observation). And the
   usual 2 x params x tokens bound: the forward is below 2 x all params x S (the 32000-row embedding
   is a gather and the head runs at 56 of the S positions)."""
   from vla_rl_jax.models import oft
@@ -215,7 +216,7 @@ def test_oft_7b_forward_agrees_with_its_parameter_count():
                  + 256 * m.width * n_act)
             + attn(s, m.width, m.depth) + attn(n, 1152, 26) + attn(n + 5, 1024, 23))
   f1 = flops.forward_flops(m, image_size=224, num_action_tokens=n_act)
-  assert abs(f1 - approx) <= 0.005 * f1, (f1, approx, f1 / approx)
+  assert abs(f1 - approx) <= 0.001 * f1, (f1, approx, f1 / approx)
   assert 2 * pc["decoder"] * s < f1 < 2 * pc["total"] * s, (f1, pc, s)
 
 
