@@ -50,7 +50,8 @@ def oft_config(dtype: str, grad_accum: str):
     pytest.param("bfloat16", "off", marks=pytest.mark.slow),
 ])
 def test_first_ratio_is_one(dtype, grad_accum):
-  """(about 35-70 s each on 2 cores, mostly compiling the fused step; the cross pairs are slow)"""
+  """(20-35 s each on a quiet 2-core machine, 60-95 s beside other jobs, mostly compiling the fused
+  step; the cross pairs are marked slow)"""
   cfg = oft_config(dtype, grad_accum)
   b = build(cfg)
   assert b.model.cfg.dtype == dtype
