@@ -254,7 +254,7 @@ def _write_shards(flat, d, hf=None):
 
 
 def test_launcher_writes_a_checkpoint_init_from_and_eval_load(setup, tmp_path):
-  from launch import import_openvla_oft as launcher
+  from vla_rl_jax import importing as launcher
   from tests.models_test import tiny_oft_dict
   from vla_rl_jax import checkpoint as ckpt_lib
   from vla_rl_jax import config as config_lib
@@ -303,7 +303,7 @@ def test_launcher_writes_a_checkpoint_init_from_and_eval_load(setup, tmp_path):
      r"text_config.num_hidden_layers=32 but model.depth=2"),
 ])
 def test_launcher_names_the_mismatching_config_field(hf, match):
-  from launch import import_openvla_oft as launcher
+  from vla_rl_jax import importing as launcher
   from vla_rl_jax import config as config_lib
   cfg = tiny_cfg()
   with pytest.raises(ValueError, match=match):
@@ -340,7 +340,7 @@ def test_7b_checkpoint_shapes_match_the_model_without_allocating():
   """OpenVLA-OFT-7B's expected tensors (32064-row vocabulary, 27 SigLIP and 24 DINOv2 blocks)
   hold exactly our 7b model's parameters plus what import drops, and its real config.json passes."""
   from configs.default import get_config
-  from launch import import_openvla_oft as launcher
+  from vla_rl_jax import importing as launcher
   from vla_rl_jax import config as config_lib
   cfg = config_lib.resolve(get_config("variant=7b"), 8)
   m = cfg.model

@@ -50,7 +50,7 @@ def reference(tmp_path_factory):
 
 
 def test_imported_action_logits_equal_the_torch_pipeline(reference, tmp_path):
-  from launch import import_openvla_oft as launcher
+  from vla_rl_jax import importing as launcher
   from vla_rl_jax import checkpoint as ckpt_lib
   from vla_rl_jax.builders import build
   from vla_rl_jax.models import oft
