@@ -52,7 +52,7 @@ $(PARITY_VENV)/.installed: requirements-parity.txt
 	touch $@
 
 test-parity: venv $(PARITY_VENV)/.installed
-	PARITY_PYTHON=$(CURDIR)/$(PARITY_VENV)/bin/python $(PY) -m pytest -q -m parity $(PYTEST_ARGS) tests/parity_test.py
+	PARITY_PYTHON=$(abspath $(PARITY_VENV))/bin/python $(PY) -m pytest -q -m parity $(PYTEST_ARGS) tests/parity_test.py
 
 # A 1,000-step tiny run with host and device memory sampled every 50 steps (flat within 5% after
 # warm-up); writes the curve to $(SOAK_OUT).

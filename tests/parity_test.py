@@ -40,8 +40,9 @@ def parity_config():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   python = os.environ.get("PARITY_PYTHON", os.path.join(ROOT, ".venv-parity", "bin", "python"))
-  if not os.path.exists(python):
-    pytest.skip(f"no parity interpreter at {python} (run `make test-parity`)")
+  if not os.path.exists(python):   # make test-parity sets PARITY_PYTHON: missing there is a failure
+    (pytest.fail if "PARITY_PYTHON" in os.environ else pytest.skip)(
+        f"no parity interpreter at {python} (run `make test-parity`)")
   src = str(tmp_path_factory.mktemp("openvla_src"))
   r = subprocess.run([python, os.path.join(ROOT, "tests", "parity_reference.py"), src],
                      capture_output=True, text=True, timeout=600)
