@@ -27,6 +27,7 @@ from ml_collections import config_flags
 from launch.common import check_workdir, fail, loaded_config, parse_flags, run_or_exit
 
 PROG = "launch.pretrain"
+SEED_STRIDE = 1_000_003   # as launch.make_demos (importing it would define its flags twice)
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -75,7 +76,6 @@ def record_demos(config, out: str, per_task: int, *, seed: int = 0, batch: int =
   (manifest["dropped"]). Kept when `out` already holds a manifest for the same env options."""
   from envs import registry  # noqa: PLC0415
   from envs.tasks import experts  # noqa: PLC0415
-  from launch.make_demos import SEED_STRIDE  # noqa: PLC0415
   from vla_rl_jax import demos  # noqa: PLC0415
   kwargs = dict(config.env.kwargs)
   manifest_path = os.path.join(out, demos.MANIFEST)
@@ -98,16 +98,17 @@ def record_demos(config, out: str, per_task: int, *, seed: int = 0, batch: int =
 
 
 def suite_config(config, suite: str, workdir: str):
-  """The pretraining config with env `suite` (its preset's limit and options; model unchanged),
+  """The pretraining config with env `suite` (its limit and options as configs/default.py gives
+  them for the variant; model unchanged),
   starting from `workdir`'s parameters (train.init_from): what zero-shot evaluation builds, and a
   template for the SFT that follows."""
   from configs import default  # noqa: PLC0415
   c = config.copy_and_resolve_references()
   c.unlock()
-  preset = default.ENV_PRESETS[suite]
+  ref = default.get_config(f"variant={c.variant},env={suite}").env   # the suite's own env section
   c.env.name = suite
-  c.env.episode_length = preset["episode_length"]
-  c.env.kwargs = {**default.env_defaults(suite), **preset.get("kwargs", {})}
+  c.env.episode_length = ref.episode_length
+  c.env.kwargs = ref.kwargs.to_dict()
   c.train.init_from = workdir
   del c["sft"]
   return c
