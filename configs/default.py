@@ -34,6 +34,11 @@ for _suite, _t in (("libero_spatial", 220), ("libero_object", 280), ("libero_goa
                    ("libero_10", 520)):
   ENV_PRESETS[_suite] = dict(episode_length=_t, image_size=32, chunk_size=8, camera="agentview",
                              max_text_len=96, kwargs=dict(protocol="held_out", num_steps_wait=10))
+# pretraining tasks on LIBERO's main table (launch.pretrain): libero_spatial's limit, image size,
+# chunk and text length, so its parameters initialise SFT / RL on any of the four suites
+ENV_PRESETS["libero_pretrain"] = dict(episode_length=220, image_size=32, chunk_size=8,
+                                      camera="agentview", max_text_len=96,
+                                      kwargs=dict(protocol="held_out", num_steps_wait=10))
 
 
 def parse_arg(arg: str | None, allowed: dict[str, tuple[str, ...] | None]) -> dict[str, str]:

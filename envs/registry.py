@@ -22,6 +22,8 @@ _ENVS: dict[str, str] = {
     "libero_object": "envs.tasks.libero_suite:make_libero_object",
     "libero_goal": "envs.tasks.libero_suite:make_libero_goal",
     "libero_10": "envs.tasks.libero_suite:make_libero_10",
+    # procedural tasks from LIBERO's categories, none of the 40 (envs.tasks.pretrain_tasks)
+    "libero_pretrain": "envs.tasks.libero_suite:make_libero_pretrain",
 }
 
 

@@ -5,7 +5,8 @@
   python -m launch.sft --config=configs/libero_sft.py:suite=libero_spatial,demos_per_task=1 \
       --workdir=/tmp/sft [--config.sft.demos=DIR] [--config.sft.num_steps=2000]
 
-Its checkpoints are what RL starts from (`launch.train ... --config.train.init_from=/tmp/sft`) and
+`--config.train.init_from=PRETRAIN_WORKDIR` starts a fresh run from another run's parameters
+(launch.pretrain's; the same model checks as RL's). Its checkpoints are what RL starts from (`launch.train ... --config.train.init_from=/tmp/sft`) and
 what `launch.eval --workdir=/tmp/sft` evaluates. Restarted on the same workdir it resumes.
 """
 

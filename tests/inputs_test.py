@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 SHIPPED_ENVS = ("fake_reach", "libero_bowl_on_plate", "libero_spatial", "libero_object",
-                "libero_goal", "libero_10")
+                "libero_goal", "libero_10", "libero_pretrain")
 
 
 def test_every_registered_env_declares_its_options():
@@ -161,7 +161,7 @@ def test_resolving_a_config_starts_no_jax_backend():
 @pytest.mark.parametrize("module", ["launch.train", "launch.eval", "launch.benchmark",
                                     "launch.aot_compile",
                                     "launch.make_demos", "launch.plot", "launch.serve",
-                                    "launch.demo"])
+                                    "launch.demo", "launch.pretrain"])
 def test_importing_a_launcher_and_the_envs_prints_nothing(module):
   # mujoco.mjx's "Failed to import warp" lines broke `launch.benchmark | jq` and every JSON report
   code = f"import {module}, envs.tasks.libero_suite, envs.fake, mujoco.mjx"

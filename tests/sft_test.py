@@ -230,3 +230,20 @@ def test_sft_workdir_evaluates_and_resumes(sft_run, demo_dir, tmp_path):
   more = trainer.train_sft(sft_cfg(demo_dir, sft__num_steps=SFT_STEPS + 1), again, quiet=True)
   assert [r["step"] for r in more["train"]] == [SFT_STEPS + 1]
   assert int(more["final_state"].step) == SFT_STEPS + 1
+
+
+def test_sft_starts_from_init_from(sft_run, demo_dir, tmp_path):
+  """A fresh SFT run with train.init_from (launch.pretrain -> launch.sft) starts from that run's
+  parameters: one step at lr 1e-6 stays within about lr of them (from the random init it would be
+  far), and a model that differs is refused naming the field."""
+  workdir, summary = sft_run
+  src = leaves(summary["final_state"].params)
+  c = sft_cfg(demo_dir, sft__num_steps=1, sft__learning_rate=1e-6, sft__checkpoint_every=1)
+  c.train.init_from = workdir
+  out = trainer.train_sft(c, str(tmp_path / "sft2"), quiet=True)
+  moved = max(float(np.max(np.abs(p - w))) for p, w in zip(leaves(out["final_state"].params), src,
+                                                            strict=True))
+  assert moved <= 1.5e-6, moved
+  c.model.width, c.model.mlp_dim = 32, 64
+  with pytest.raises(config_lib.ConfigError, match=r"init_from=.*model\.width=64"):
+    trainer.train_sft(c, str(tmp_path / "sft3"), quiet=True)

@@ -88,12 +88,14 @@ def episodes(directory: str) -> Iterator[dict[str, np.ndarray]]:
 def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, horizon: int, *,
            name: str, env_kwargs: dict[str, Any], seed_start: int = 0, max_attempts: int = 4,
            batch: int = 16, action_space: str = "", extra: dict[str, Any] | None = None,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+           log: Callable[[str], None] = print, drop_failed: bool = False) -> dict[str, Any]:
   """Runs the scripted `expert` (State -> f32[D]) from `env.reset_task(k, PRNGKey(seed))` until
   every task of `env` has `per_task` successful episodes, writes each one and then the manifest to
   `out`, and returns the manifest. Episode seeds count up from `seed_start`; a task whose expert
-  still lacks demonstrations after `max_attempts * per_task` tries raises DemoError. The one writer
-  of the format: `launch.make_demos` and the tests both call it."""
+  still lacks demonstrations after `max_attempts * per_task` tries raises DemoError, or with
+  drop_failed=True is dropped: the manifest lists none of its episodes and its instruction under
+  "dropped" (launch.pretrain's many procedural tasks). The one writer of the format:
+  `launch.make_demos`, `launch.pretrain` and the tests call it."""
   import jax  # noqa: PLC0415  (reading demonstrations needs no JAX; recording them does)
   import numpy as np  # noqa: PLC0415
   from vla_rl_jax import evaluation  # noqa: PLC0415
@@ -106,6 +108,7 @@ def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, hori
   tries = {k: 0 for k in need}
   got: dict[int, list] = {k: [] for k in need}
   next_seed = seed_start
+  dropped: list[int] = []
   t0 = time.time()
   while any(need.values()):
     starts = []
@@ -115,6 +118,14 @@ def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, hori
           starts.append((k, next_seed))
           next_seed += 1
           tries[k] += 1
+    if drop_failed:    # tasks out of tries with none left to run: dropped, not in the manifest
+      scheduled = {k for k, _ in starts}
+      for k in need:
+        if need[k] and k not in scheduled:
+          dropped.append(k)
+          need[k] = 0
+      if not any(need.values()):
+        break
     if not starts:
       short = {env.instructions[k]: len(got[k]) for k in need if need[k]}
       raise DemoError(f"the expert did not succeed often enough: successes so far {short}")
@@ -139,7 +150,11 @@ def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, hori
       "cameras": list(env.cameras), "image_size": list(env.image_size), "control_hz": 20,
       "episode_length_limit": horizon, "per_task": per_task, "action_size": int(env.action_size),
       "action_space": action_space, "attempts": {env.instructions[k]: tries[k] for k in tries},
-      **(extra or {}), "episodes": [e for k in sorted(got) for e in got[k]]}
+      **(extra or {}), "episodes": [e for k in sorted(got) if k not in dropped for e in got[k]]}
+  if drop_failed:
+    manifest["dropped"] = [env.instructions[k] for k in sorted(dropped)]
+    if not manifest["episodes"]:
+      raise DemoError(f"the expert succeeded on none of the {env.num_tasks} tasks")
   write_manifest(out, manifest)
   return {"format": FORMAT, **manifest}
 

@@ -424,6 +424,11 @@ def _sft(cfg: config_lib.Config, workdir: str, verbose: bool) -> dict[str, Any]:
   start, (state, stats) = (restored[0], restored[1:]) if restored else (0, b.init_fn())
   if restored:
     log(f"resumed from step {start}")
+  elif cfg.train.init_from:
+    # a fresh SFT run from another run's parameters (launch.pretrain's): the same checks as RL's
+    init_step, params = init_params(cfg, b, warn)
+    log(f"parameters from {cfg.train.init_from} (its step {init_step}); the optimiser starts fresh")
+    state = state.replace(params=params)
   ckpt_lib.write_config(workdir, cfg)
   total = cfg.sft.num_steps
   writer = metrics_lib.Writer(workdir, total, enabled=verbose, start_step=start)

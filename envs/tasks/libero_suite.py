@@ -39,7 +39,7 @@ from mujoco import mjx
 from envs import base, schema
 from envs.robots import panda
 from envs.tasks import builder as builder_lib
-from envs.tasks import libero_data, predicates
+from envs.tasks import libero_data, predicates, pretrain_tasks
 from envs.tasks.libero_env import (CAMERAS, RANDOMIZATION_OPTIONS, LiberoTask, Randomization,
                                    physics_rule, split_options)
 from envs.tasks.spec import TaskSpec
@@ -66,6 +66,14 @@ OPTIONS = schema.Schema(
         schema.Bool("shadows", False, "hard shadows in the rendered images"),
     ) + builder_lib.PHYSICS_OPTIONS + RANDOMIZATION_OPTIONS,
     cameras=CAMERAS, rules=(physics_rule,), python_only=("render_kwargs",))
+
+
+def _init_states(spec: TaskSpec) -> dict[str, np.ndarray]:
+  """The evaluation states of a task: LIBERO's converted 50 for one of the 40, the procedural ones
+  (envs.tasks.pretrain_tasks.init_states) for a pretraining task."""
+  if spec.suite == pretrain_tasks.SUITE:
+    return pretrain_tasks.init_states(spec)
+  return libero_data.init_states(spec)
 
 
 def union_spec(specs: Sequence[TaskSpec]) -> TaskSpec:
@@ -228,7 +236,7 @@ class LiberoSuite(LiberoTask):
       a = self._obj_qadr[n]
       z, quat = self._built.objects[n].rest_height + 0.1, (1, 0, 0, 0)
       for s in self._specs:
-        init = libero_data.init_states(s)
+        init = _init_states(s)
         if n in init["entities"]:
           p0 = init["pose"][0, init["entities"].index(n)]
           z, quat = float(p0[2]) + 0.1, tuple(p0[3:])
@@ -236,7 +244,7 @@ class LiberoSuite(LiberoTask):
       base_qpos[a:a + 7] = (PARK_X, (j - len(objs) / 2) * PARK_DY, z, *quat)
     jadr = {m.joint(j).name: int(m.jnt_qposadr[j]) for j in range(m.njnt)}
     K, E = len(self._specs), len(ents)
-    n_states = min(len(libero_data.init_states(s)["pose"]) for s in self._specs)
+    n_states = min(len(_init_states(s)["pose"]) for s in self._specs)
     qpos = np.tile(base_qpos, (K, n_states, 1))
     mpos = np.tile(base_fpos, (K, n_states, 1, 1))
     mquat = np.tile(base_fquat, (K, n_states, 1, 1))
@@ -249,7 +257,7 @@ class LiberoSuite(LiberoTask):
     yhi = np.zeros((K, E), np.float32)
     turn = np.zeros((K, E), bool)
     for k, s in enumerate(self._specs):
-      init = libero_data.init_states(s)
+      init = _init_states(s)
       pose = init["pose"][:n_states]
       for e, name in enumerate(init["entities"]):
         if name in self._obj_qadr:
@@ -551,3 +559,23 @@ def make_libero_goal(**kw) -> LiberoSuite:
 @schema.declares(OPTIONS)
 def make_libero_10(**kw) -> LiberoSuite:
   return make_suite(suite="libero_10", **kw)
+
+
+# libero_pretrain's options: the suite's, with the generator's instead of task_ids.
+PRETRAIN_OPTIONS = schema.Schema(
+    options=(
+        schema.Int("num_tasks", 8, "procedural pretraining tasks (envs.tasks.pretrain_tasks)",
+                   lo=1, hi=pretrain_tasks.MAX_TASKS),
+        schema.Int("seed", 0, "seed of the task generator (not of the resets)", lo=0, hi=2**31 - 1),
+    ) + tuple(o for o in OPTIONS.options if o.name != "task_ids"),
+    cameras=CAMERAS, rules=(physics_rule,), python_only=("render_kwargs",))
+
+
+@schema.declares(PRETRAIN_OPTIONS)
+def make_libero_pretrain(image_size: int = 128, cameras: Sequence[str] = ("agentview",),
+                         **kwargs) -> LiberoSuite:
+  """envs.registry factory: `num_tasks` procedural pretraining tasks (disjoint from LIBERO's 40)
+  in one scene; evaluation states are the generator's held-out draws (pretrain_tasks.init_states)."""
+  o = split_options(PRETRAIN_OPTIONS.check(kwargs, "libero_pretrain"))
+  specs = pretrain_tasks.pretrain_specs(o.pop("num_tasks"), o.pop("seed"))
+  return LiberoSuite(specs, cameras=cameras, image_size=(image_size, image_size), **o)
