@@ -15,6 +15,7 @@ import time
 from absl import app, flags, logging
 
 from launch.common import fail, parse_flags, preset_env
+from vla_rl_jax.demos import SEED_STRIDE
 
 _SUITE = flags.DEFINE_string("suite", None, "A LIBERO-MJX env: libero_spatial, libero_object, "
                              "libero_goal, libero_10 (or another registered LIBERO env).")
@@ -33,7 +34,6 @@ _DEBUG = flags.DEFINE_bool("debug", False, "Raise the underlying exception (with
                            "instead of the one-line error.")
 
 
-SEED_STRIDE = 1_000_003   # --seed=s starts the episode seeds at s * SEED_STRIDE
 
 
 def _fail(msg: str) -> None:

@@ -178,7 +178,7 @@ def test_resets_under_jit(env, resets):
 
 def test_zero_shot_config_shares_the_model():
   from configs import pretrain
-  from launch.pretrain import suite_config
+  from vla_rl_jax.pretrain import suite_config
   from vla_rl_jax import config as config_lib
   c = pretrain.get_config("num_tasks=4")
   c.sft.demos = "unused"

@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+SEED_STRIDE = 1_000_003   # demonstration seed s starts the episode seeds at s * SEED_STRIDE
+
 FORMAT = "vla_rl_jax.demos/1"
 MANIFEST = "manifest.json"
 
