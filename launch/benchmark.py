@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import math
 import os
 import platform
 import resource
@@ -262,74 +261,10 @@ def _step_row(rc, times: list[float], metrics: list[dict]) -> dict:
   return row
 
 
-def _rollout_seconds(b, params, repeats: int) -> list[float]:
-  """Seconds of the fused step's rollout compiled alone (same call, same shardings), repeats after
-  a warm-up: the part of a step the rollout's MFU is measured over."""
-  import jax
-  from vla_rl_jax.rollout import rollout
-  rc = b.cfg
-
-  def roll(params, rng):
-    return rollout(b.env, b.policy, params, rng, text_table=b.text_table,
-                   num_prompts=rc.rl.num_prompts * rc.rl.oversample, group_size=rc.rl.group_size,
-                   num_calls=rc.num_calls, temperature=rc.policy.temperature,
-                   camera=rc.env.camera, store=rc.rollout.store,
-                   policy_microbatch=rc.rollout.policy_microbatch, mesh=b.mesh)
-  fn = jax.jit(roll)
-  jax.block_until_ready(fn(params, jax.random.PRNGKey(0)))  # compile + warm-up
-  out = []
-  for i in range(repeats):
-    t = time.perf_counter()
-    _, calls = jax.block_until_ready(fn(params, jax.random.PRNGKey(i + 1)))
-    out.append((time.perf_counter() - t, float(calls)))
-  return out
-
-
-def _flops_fields(b, state, times: list[float], metrics: list[dict],
-                  device_kind: str | None = None) -> dict:
-  """Model FLOPs of the step (vla_rl_jax/flops.py: the full-horizon bound, and the median repeat's
-  actual count from its policy_calls and live minibatches) and, on an accelerator with a known
-  peak, MFU of the whole step, of the rollout (timed alone, same call) and of the update (step
-  time minus rollout time: the advantages and the dynamic-sampling bookkeeping ride with it).
-  device_kind: the peak to measure against (default: this machine's first device)."""
-  import jax
-  from vla_rl_jax import flops
-  rc = b.cfg
-  bound = flops.step_flops(rc, b.env)
-  num_mb = rc.rl.num_epochs * rc.num_minibatches
-
-  def actual(m):
-    return flops.step_flops(rc, b.env, policy_calls=float(m["policy_calls"]),
-                            live_minibatch_frac=float(m["updates_applied"]) / num_mb)
-  i = sorted(range(len(times)), key=lambda j: times[j])[len(times) // 2]  # the median repeat
-  f = actual(metrics[i])
-  row = {"model_flops_per_step": bound.total, "model_flops_per_step_rollout": bound.rollout,
-         "model_flops_per_step_update": bound.update,
-         "model_flops_per_policy_call": bound.per_policy_call,
-         "model_flops_per_example_forward": bound.per_example_forward,
-         "model_flops_step_actual": f.total, "model_flops_rollout_actual": f.rollout,
-         "model_flops_update_actual": f.update,
-         "mfu_step": None, "mfu_rollout": None, "mfu_update": None}
-  kind = device_kind or jax.devices()[0].device_kind
-  n, dt = jax.device_count(), rc.model.dtype
-  row["mfu_step"] = flops.mfu(f.total, times[i], kind, n, dt)
-  if row["mfu_step"] is None:  # CPU / unknown peak: no MFU, and no extra rollout compile
-    return row
-  roll = _rollout_seconds(b, state.params, len(times))
-  roll_s = sorted(t for t, _ in roll)[len(roll) // 2]
-  roll_calls = sorted(c for _, c in roll)[len(roll) // 2]
-  roll_f = flops.step_flops(rc, b.env, policy_calls=roll_calls).rollout
-  update_s = times[i] - roll_s
-  row.update(rollout_s=roll_s, update_s_derived=update_s,
-             mfu_rollout=flops.mfu(roll_f, roll_s, kind, n, dt),
-             mfu_update=flops.mfu(f.update, update_s, kind, n, dt) if update_s > 0
-             else None)
-  return row
-
-
 def bench_train(cfg) -> None:
   import jax
   from envs import registry
+  from vla_rl_jax import flops
   from vla_rl_jax.builders import build
   from vla_rl_jax.rollout import resolve_store, stored_bytes_per_call
   from vla_rl_jax.train_step import make_train_step
@@ -355,7 +290,7 @@ def bench_train(cfg) -> None:
       ms.append(jax.device_get(m))
       times.append(time.perf_counter() - t)
     row = _step_row(rc, times, ms)
-    row.update(_flops_fields(b, state, times, ms))
+    row.update(flops.step_fields(b, state, times, ms))
     num_tokens = b.policy.num_tokens
     emit({"bench": "train", "env": env_name, "variant": cfg.train_variant, "dtype": rc.model.dtype,
           "trajectories_per_step": rc.num_rollout_trajectories,

@@ -242,9 +242,7 @@ def test_step_flops_counts_rollout_and_update():
   assert s3.rollout == 128 * 3 * f1 and s3.update == int(3 * 128 * 3 * f1 * 0.5)
   assert not s3.upper_bound
   # per-call gradient accumulation (or remat) recomputes the forward once more
-  acc = NS(env=cfg.env, model=cfg.model, policy=cfg.policy,
-           rl=NS(**dataclasses.asdict(cfg.rl), grad_accum="per_call"), num_calls=c,
-           num_trajectories=n, num_rollout_trajectories=n)
+  acc = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, grad_accum="per_call"))
   assert flops.step_flops(acc, env).update == 4 * 128 * 4 * f1
 
 
@@ -265,10 +263,9 @@ def test_mfu():
 
 
 def test_benchmark_flops_fields_and_mfu_path():
-  """launch.benchmark's train-row fields on a real (tiny) fused step: no MFU on this CPU; measured
+  """launch.benchmark's train-row fields (flops.step_fields) on a real (tiny) fused step: no MFU on this CPU; measured
   against an H100's peak instead (the path a GPU run takes: the rollout compiled and timed alone),
   every MFU is a positive fraction and the actual FLOPs are within the full-horizon bound."""
-  from launch.benchmark import _flops_fields
   from vla_rl_jax.builders import build
   c = get_config("variant=tiny")
   c.rl.num_prompts, c.rl.minibatch_size, c.env.episode_length = 2, 16, 8
@@ -278,14 +275,14 @@ def test_benchmark_flops_fields_and_mfu_path():
   assert bound.calls == 2 and b.cfg.num_minibatches == 1
   # two repeats (the step's metrics as the benchmark reads them): the median (slower) one counts
   ms = [dict(policy_calls=2.0, updates_applied=1.0), dict(policy_calls=1.0, updates_applied=0.0)]
-  cpu = _flops_fields(b, state, [1.0, 3.0], ms)
+  cpu = flops.step_fields(b, state, [1.0, 3.0], ms)
   assert cpu["mfu_step"] is None and cpu["mfu_rollout"] is None and cpu["mfu_update"] is None
   assert cpu["model_flops_per_step"] == bound.total
   assert cpu["model_flops_per_policy_call"] == 16 * bound.per_example_forward
   # the median repeat (3 s) rolled out 1 call and applied no update
   assert cpu["model_flops_step_actual"] == cpu["model_flops_rollout_actual"] == bound.rollout // 2
-  assert _flops_fields(b, state, [3.0, 1.0], ms)["model_flops_step_actual"] == bound.total
-  gpu = _flops_fields(b, state, [100.0], ms[:1], device_kind="NVIDIA H100 80GB HBM3")
+  assert flops.step_fields(b, state, [3.0, 1.0], ms)["model_flops_step_actual"] == bound.total
+  gpu = flops.step_fields(b, state, [100.0], ms[:1], device_kind="NVIDIA H100 80GB HBM3")
   # 8 fake devices, a float32 model: the TF32 peak
   assert gpu["mfu_step"] == pytest.approx(bound.total / 100.0 / (494.7e12 * 8))
   assert 0 < gpu["rollout_s"] < 100.0 and gpu["update_s_derived"] == 100.0 - gpu["rollout_s"]

@@ -27,6 +27,7 @@ over the 256 action bins at the K*D action positions only).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -210,3 +211,70 @@ def step_flops(cfg: Any, env: Any, policy_calls: float | None = None,
   return StepFlops(per_example_forward=f1, per_policy_call=per_call, rollout=int(rollout_f),
                    update=int(update_f), total=int(rollout_f + update_f), calls=calls,
                    forwards_per_scored_call=forwards, upper_bound=policy_calls is None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Benchmark rows (launch.benchmark): FLOPs of a measured step and, on an accelerator, MFU.
+
+def rollout_seconds(b, params, repeats: int) -> list[float]:
+  """Seconds of the fused step's rollout compiled alone (same call, same shardings), repeats after
+  a warm-up: the part of a step the rollout's MFU is measured over."""
+  import jax
+  from vla_rl_jax.rollout import rollout
+  rc = b.cfg
+
+  def roll(params, rng):
+    return rollout(b.env, b.policy, params, rng, text_table=b.text_table,
+                   num_prompts=rc.rl.num_prompts * rc.rl.oversample, group_size=rc.rl.group_size,
+                   num_calls=rc.num_calls, temperature=rc.policy.temperature,
+                   camera=rc.env.camera, store=rc.rollout.store,
+                   policy_microbatch=rc.rollout.policy_microbatch, mesh=b.mesh)
+  fn = jax.jit(roll)
+  jax.block_until_ready(fn(params, jax.random.PRNGKey(0)))  # compile + warm-up
+  out = []
+  for i in range(repeats):
+    t = time.perf_counter()
+    _, calls = jax.block_until_ready(fn(params, jax.random.PRNGKey(i + 1)))
+    out.append((time.perf_counter() - t, float(calls)))
+  return out
+
+
+def step_fields(b, state, times: list[float], metrics: list[dict],
+                  device_kind: str | None = None) -> dict:
+  """launch.benchmark's FLOP and MFU fields of a train row: model FLOPs of the step (the full-horizon bound, and the median repeat's
+  actual count from its policy_calls and live minibatches) and, on an accelerator with a known
+  peak, MFU of the whole step, of the rollout (timed alone, same call) and of the update (step
+  time minus rollout time: the advantages and the dynamic-sampling bookkeeping ride with it).
+  device_kind: the peak to measure against (default: this machine's first device)."""
+  import jax
+  rc = b.cfg
+  bound = step_flops(rc, b.env)
+  num_mb = rc.rl.num_epochs * rc.num_minibatches
+
+  def actual(m):
+    return step_flops(rc, b.env, policy_calls=float(m["policy_calls"]),
+                            live_minibatch_frac=float(m["updates_applied"]) / num_mb)
+  i = sorted(range(len(times)), key=lambda j: times[j])[len(times) // 2]  # the median repeat
+  f = actual(metrics[i])
+  row = {"model_flops_per_step": bound.total, "model_flops_per_step_rollout": bound.rollout,
+         "model_flops_per_step_update": bound.update,
+         "model_flops_per_policy_call": bound.per_policy_call,
+         "model_flops_per_example_forward": bound.per_example_forward,
+         "model_flops_step_actual": f.total, "model_flops_rollout_actual": f.rollout,
+         "model_flops_update_actual": f.update,
+         "mfu_step": None, "mfu_rollout": None, "mfu_update": None}
+  kind = device_kind or jax.devices()[0].device_kind
+  n, dt = jax.device_count(), rc.model.dtype
+  row["mfu_step"] = mfu(f.total, times[i], kind, n, dt)
+  if row["mfu_step"] is None:  # CPU / unknown peak: no MFU, and no extra rollout compile
+    return row
+  roll = rollout_seconds(b, state.params, len(times))
+  roll_s = sorted(t for t, _ in roll)[len(roll) // 2]
+  roll_calls = sorted(c for _, c in roll)[len(roll) // 2]
+  roll_f = step_flops(rc, b.env, policy_calls=roll_calls).rollout
+  update_s = times[i] - roll_s
+  row.update(rollout_s=roll_s, update_s_derived=update_s,
+             mfu_rollout=mfu(roll_f, roll_s, kind, n, dt),
+             mfu_update=mfu(f.update, update_s, kind, n, dt) if update_s > 0
+             else None)
+  return row
