@@ -7,7 +7,8 @@ setup(
     description="SimpleVLA-RL (outcome-reward GRPO for VLA policies) as one compiled JAX program.",
     python_requires=">=3.12",
     packages=find_packages(include=["vla_rl_jax*", "envs*", "configs*", "launch*"]),
-    package_data={"envs": ["robots/*.xml", "tasks/*.json"]},
+    package_data={"envs": ["robots/*.xml", "tasks/*.json"],
+                  "vla_rl_jax": ["assets/tokenizers/*.model"]},
     install_requires=[
         "jax>=0.11",
         "mujoco==3.17.0",
@@ -22,5 +23,8 @@ setup(
         "tensorboardX",
         "numpy",
         "pillow",
+        "safetensors",
+        "sentencepiece",
+        "tokenizers",
     ],
 )

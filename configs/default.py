@@ -90,6 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.mlp_dim = 128
   c.model.max_text_len = 32
   c.model.vocab_size = 515           # 259 byte/special ids, then the 256 action-bin ids (last)
+  c.model.tokenizer = "bytes"        # bytes | libero (the shipped SentencePiece) | a file path
+  c.model.prompt = "plain"           # plain | openvla | a template with {instruction}
   c.model.num_bins = 256
   c.model.dtype = "float32"          # compute dtype (bfloat16 on accelerators)
   c.model.param_dtype = "float32"    # master weights
@@ -193,6 +195,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   def oft(siglip, dinov2, width, depth, heads, mlp, kv_heads=0):
     c.model.name, c.model.ordinal_head, c.model.vocab_size = "oft", False, 32000
+    c.model.tokenizer = "libero"     # the shipped 512-piece SentencePiece (an import sets its own)
     c.model.siglip.update(dict(zip(("width", "depth", "num_heads", "mlp_dim"), siglip)))
     c.model.dinov2.update(dict(zip(("width", "depth", "num_heads", "mlp_dim", "num_registers"),
                                    dinov2)))

@@ -16,11 +16,12 @@ state (optimiser state at its init) holding the imported parameters, saved with 
 run's. Memory: the whole train state is built once (7b: params + Adam moments, ~90 GB fp32 over the
 devices, plus one numpy copy of the checkpoint on the host).
 
-Tokenizer: a tokenizer.model (SentencePiece) or tokenizer.json in DIR is copied to OUT/ and its name
-recorded in OUT/tokenizer.txt. Nothing loads it yet: instructions are still tokenized by the byte
-tokenizer (vla_rl_jax/models/tokenizer.py), which is right for tiny/small but NOT what a 7b import
-was trained on; neither `sentencepiece` nor `tokenizers` is in requirements.txt, so loading the
-copied file is a hook left for the run that adds one of them. Nothing is downloaded.
+Tokenizer: the checkpoint's tokenizer.model (SentencePiece; preferred) or tokenizer.json is loaded
+and checked (its text ids must fit the 32,000-row vocabulary), copied to OUT/, and becomes the run's
+`model.tokenizer` (an absolute path: move the workdir and set --config.model.tokenizer to follow it),
+with OpenVLA's prompt ("In: What action should the robot take to {instruction}?\nOut:") as
+`model.prompt="openvla"`; RL from the import (train.init_from=OUT) sets the same two fields. Without one in DIR the config's tokenizer stays (the shipped "libero" one for the oft
+variants), which is NOT what real OpenVLA weights were trained on. Nothing is downloaded.
 """
 
 from __future__ import annotations

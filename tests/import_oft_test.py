@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
+from envs.fake import COLOURS
 from tests.models_test import init, make_obs, model_of, tiny_cfg
-from vla_rl_jax.models import import_oft, oft
+from tests.tokenizer_test import LIBERO_TEXTS, make_sp
+from vla_rl_jax.models import import_oft, oft, tokenizer
 from vla_rl_jax.models.import_oft import LLM, VB, CheckpointImportError
 
 IMG, SRC_VOCAB = 32, 515 + 64    # tiny: 4x4 patches of 8; OpenVLA-style padded vocabulary
@@ -272,18 +274,39 @@ def test_launcher_writes_a_checkpoint_init_from_and_eval_load(setup, tmp_path):
         "timm_model_ids": ["vit_large_patch8_reg4_dinov2", "vit_so400m_patch8_siglip"],
         "text_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_key_value_heads": 2}}
   _write_shards(flat, src, hf)
+  # a tokenizer file that is not one is refused before anything is written
   with open(os.path.join(src, "tokenizer.model"), "wb") as f:
     f.write(b"sp")
+  with pytest.raises(config_lib.ConfigError, match="tokenizer.model.*cannot be read as a "
+                     "SentencePiece model"):
+    launcher.convert(src, out, cfg_dict, log=lambda s: None)
+  assert not os.path.exists(out)
+  # a real one becomes the run's tokenizer: 515 pieces for the tiny 515-row vocabulary, whose last
+  # 256 rows are the action ids (OpenVLA's layout: Llama-2's 32000 pieces, 32000 rows)
+  make_sp(tmp_path / "src" / "tokenizer.model", 515, LIBERO_TEXTS + [
+      tokenizer.OPENVLA_PROMPT.format(instruction=f"reach the {c} target") for c in COLOURS])
   assert launcher.convert(src, out, cfg_dict, log=lambda s: None) == "tokenizer.model"
-  assert os.path.exists(os.path.join(out, "tokenizer.model"))
-  # train.init_from reads it as it reads an SFT run's workdir
-  run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=out))
+  copy = os.path.join(os.path.abspath(out), "tokenizer.model")
+  saved = ckpt_lib.read_config(out, jax.device_count())
+  assert (saved.model.tokenizer, saved.model.prompt) == (copy, "openvla")
+  # train.init_from reads it as it reads an SFT run's workdir (with the import's tokenizer: a
+  # different one is a config conflict naming the field)
+  with pytest.raises(config_lib.ConfigError, match=r"model.tokenizer='.*tokenizer.model', this "
+                     r"config model.tokenizer='bytes'"):
+    trainer.init_params(dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, init_from=out)), b)
+  run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=out),
+                                model=dataclasses.replace(cfg.model, tokenizer=copy,
+                                                          prompt="openvla"))
   step, got = trainer.init_params(run_cfg, b)
   assert step == 0
   _assert_trees_equal(jax.tree_util.tree_map(np.asarray, got), params)
   # eval / serve's path: the saved config rebuilds the model, restore_for_inference verifies
   ecfg = ckpt_lib.read_config(out, jax.device_count())
   eb = build(ecfg)
+  text = np.asarray(eb.text_table)       # OpenVLA's prompt in the imported tokenizer's ids
+  assert tokenizer.get(copy, "openvla").decode(text[0]) == (
+      f"In: What action should the robot take to {eb.env.instructions[0]}?\nOut:")
   ck = ckpt_lib.Checkpointer(out, ecfg.train.keep_checkpoints)
   found = ck.restore_for_inference(None, *eb.abstract_state, eb.state_shardings,
                                    eb.env_stats_shardings)

@@ -33,7 +33,8 @@ def build_env(cfg: Config) -> Env:
 
 def text_table(cfg: Config, env: Env) -> jax.Array:
   """int32[num_tasks, S]: each task's instruction tokens (the rollout indexes it by task id)."""
-  return jnp.asarray(tokenizer.encode_all(env.instructions, cfg.model.max_text_len))
+  return jnp.asarray(tokenizer.for_model(cfg.model).encode_all(env.instructions,
+                                                                 cfg.model.max_text_len))
 
 
 def build_model(cfg: Config, env: Env, mesh: Mesh | None = None) -> TinyVLA | OFTVLA:

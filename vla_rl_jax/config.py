@@ -77,6 +77,8 @@ class ModelConfig:
   use_proprio: bool = False     # one extra prefix token projected from obs.proprio
   scan_layers: bool = True      # each tower's and the decoder's blocks under nn.scan
   remat: str = "none"           # jax.checkpoint per block: none | full | dots | dots_no_batch
+  tokenizer: str = "bytes"      # bytes | libero (shipped) | a .model / tokenizer.json path
+  prompt: str = "plain"         # plain | openvla | a template holding {instruction}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,10 +437,7 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
     _fail("model.width", cfg.model.width, f"must be divisible by model.num_heads={cfg.model.num_heads}")
   if cfg.model.num_bins != 256:
     _fail("model.num_bins", cfg.model.num_bins, "must be 256 (OpenVLA's action-token layout)")
-  if cfg.model.vocab_size < 259 + cfg.model.num_bins:
-    _fail("model.vocab_size", cfg.model.vocab_size,
-          f"must be >= {259 + cfg.model.num_bins}: 259 text ids (bytes + pad/bos/eos) then "
-          f"{cfg.model.num_bins} action ids at the top of the vocabulary")
+  _check_tokenizer(cfg.model)
   if cfg.rl.oversample < 1:
     _fail("rl.oversample", cfg.rl.oversample,
           "must be >= 1 (1: mask dropped groups; k > 1: roll out k * num_prompts groups and keep "
@@ -503,6 +502,23 @@ def resolve(config: Mapping[str, Any], num_devices: int | None = None) -> Config
   if num_devices is not None:
     cfg = _resolve_mesh(cfg, num_devices)
   return cfg
+
+
+def _check_tokenizer(m: ModelConfig) -> None:
+  """model.tokenizer loads (at start-up, not inside jit) and its text ids fit under the action bins:
+  vocab_size >= text ids + num_bins, or == text ids (OpenVLA's layout: the action bins overwrite the
+  last num_bins text ids)."""
+  from vla_rl_jax.models import tokenizer as tokenizer_lib  # noqa: PLC0415
+  try:
+    tok = tokenizer_lib.get(m.tokenizer, m.prompt)
+  except tokenizer_lib.TokenizerError as e:
+    raise ConfigError(str(e)) from None
+  n = tok.vocab_size
+  if m.vocab_size < n + m.num_bins and not (m.vocab_size == n and n > m.num_bins):
+    _fail("model.vocab_size", m.vocab_size,
+          f"must be >= {n + m.num_bins} ({n} text ids of model.tokenizer={m.tokenizer!r}, then "
+          f"{m.num_bins} action ids at the top of the vocabulary), or exactly {n} (OpenVLA's "
+          f"layout: the action ids overwrite the last {m.num_bins} text ids)")
 
 
 def _model_checks(cfg: Config) -> None:
@@ -736,7 +752,7 @@ INIT_FIELDS = ("model.name", "model.patch_size", "model.width", "model.depth", "
                "model.param_dtype", "model.ordinal_head", "model.ordinal_scale",
                "model.siglip", "model.dinov2", "model.num_kv_heads", "model.norm_eps",
                "model.rope_theta", "model.use_proprio", "model.scan_layers",
-               "policy.chunk_size", "env.image_size", "env.camera")
+               "model.tokenizer", "model.prompt", "policy.chunk_size", "env.image_size", "env.camera")
 
 
 def _defaults_json(section: str) -> dict[str, Any]:

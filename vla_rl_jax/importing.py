@@ -2,11 +2,13 @@
 train.init_from starts RL from: reads the safetensors shards and config.json, checks them against the
 config, maps the tensors (vla_rl_jax/models/import_oft.py) and saves step 0 of a fresh train state.
 `python -m launch.import_openvla_oft` is its command line; the module docstring there says what is
-read, checked and written, and what is not loaded yet (the tokenizer).
+read, checked and written. The checkpoint's tokenizer (tokenizer.model, else tokenizer.json) is
+copied into the workdir and becomes the run's model.tokenizer, with OpenVLA's prompt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -104,6 +106,10 @@ def convert(src: str, out: str, config_dict, log=print) -> str:
   from vla_rl_jax.builders import build  # noqa: PLC0415
   from vla_rl_jax.models import import_oft  # noqa: PLC0415
 
+  tok_src = next((os.path.join(src, n) for n in TOKENIZER_FILES
+                  if os.path.exists(os.path.join(src, n))), "")
+  if tok_src:   # checked (loads, fits the vocabulary) from --src; the run reads its copy in out
+    config_dict = _with_tokenizer(config_dict, tok_src)
   cfg = config_lib.resolve(config_dict, jax.device_count())
   if cfg.model.name != "oft":
     raise config_lib.ConfigError(f"model.name={cfg.model.name!r}: an OpenVLA-OFT checkpoint imports "
@@ -140,21 +146,26 @@ def convert(src: str, out: str, config_dict, log=print) -> str:
   if state.ref_params is not None:
     state = state.replace(ref_params=jax.device_put(jax.tree_util.tree_map(np.asarray, params),
                                                     b.state_shardings.ref_params))
+  if tok_src:
+    copy = os.path.abspath(os.path.join(out, os.path.basename(tok_src)))
+    os.makedirs(out, exist_ok=True)
+    shutil.copy2(tok_src, copy)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tokenizer=copy))
   ckpt_lib.write_config(out, cfg)
   ckpt = ckpt_lib.Checkpointer(out, cfg.train.keep_checkpoints)
   try:
     ckpt.save(0, state, stats)
   finally:
     ckpt.close()
-  copied = ""
-  for name in TOKENIZER_FILES:
-    if os.path.exists(os.path.join(src, name)):
-      shutil.copy2(os.path.join(src, name), os.path.join(out, name))
-      copied = copied or name
-  if copied:
-    with open(os.path.join(out, "tokenizer.txt"), "w") as f:
-      f.write(f"{copied}\n# copied from {os.path.abspath(src)}; not loaded yet: instructions are "
-              f"byte-tokenized (launch/import_openvla_oft.py)\n")
+  copied = os.path.basename(tok_src)
   log(f"{PROG}: wrote {os.path.abspath(out)} (step 0, {sum(np.prod(s) for s in want.values()):,} "
-      f"parameters" + (f", tokenizer {copied} copied, not loaded" if copied else "") + ")")
+      f"parameters, " + (f"tokenizer {copied} with OpenVLA's prompt" if copied else
+                         f"no tokenizer in --src: model.tokenizer={cfg.model.tokenizer!r}") + ")")
   return copied
+
+
+def _with_tokenizer(config_dict, path: str) -> dict:
+  """config_dict with model.tokenizer = the checkpoint's own file and model.prompt = OpenVLA's."""
+  d = config_dict.to_dict() if hasattr(config_dict, "to_dict") else dict(config_dict)
+  d["model"] = {**d["model"], "tokenizer": os.path.abspath(path), "prompt": "openvla"}
+  return d

@@ -65,6 +65,7 @@ class PolicyServer:
     self.instructions = tuple(built.env.instructions)
     self.proprio_size = built.env.proprio_size
     self.max_text_len = built.cfg.model.max_text_len
+    self.tokenizer = tokenizer.for_model(built.cfg.model)
     policy, temp = built.policy, self.temperature
 
     def act(params, image, text, proprio, key):
@@ -94,7 +95,10 @@ class PolicyServer:
       if len(texts) != n or not all(isinstance(t, str) and t.strip() for t in texts):
         raise RequestError(f"instruction={req['instruction']!r}: a non-empty string or a list "
                            f"of {n}")
-    return tokenizer.encode_all(texts, self.max_text_len)
+    try:
+      return self.tokenizer.encode_all(texts, self.max_text_len)
+    except ValueError as e:
+      raise RequestError(f"instruction: {e}") from None
 
   def handle(self, req: Any) -> dict[str, Any]:
     """One request -> one reply; never raises for a bad request (the reply carries the error)."""

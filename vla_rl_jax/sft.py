@@ -141,7 +141,8 @@ def load_dataset(cfg: Config, env: Any, directory: str) -> SFTData:
     if t == 0:
       continue
     try:
-      text = tokenizer.encode(ep["meta"]["instruction"], cfg.model.max_text_len)
+      text = tokenizer.for_model(cfg.model).encode(ep["meta"]["instruction"],
+                                                   cfg.model.max_text_len)
     except ValueError as e:
       raise demos_lib.DemoError(f"config.sft.demos={directory}: {name}: {e}") from None
     tokens, mask = chunk_targets(acts, k)
