@@ -48,12 +48,28 @@ import numpy as np
 from brax.envs.base import Env as _BraxEnv
 from brax.envs.base import State
 
-__all__ = ["Env", "State", "image_key", "nonfinite", "freeze_if_unstable"]
+__all__ = ["Env", "State", "image_key", "views", "policy_image", "nonfinite", "freeze_if_unstable"]
 
 
 def image_key(camera: str) -> str:
   """Observation key of a camera's RGB image."""
   return f"image_{camera}"
+
+
+def views(camera: str) -> tuple[str, ...]:
+  """The cameras a policy sees, from a config's env.camera: "agentview" (one view) or
+  "agentview,wrist" (two, in that order; OpenVLA-OFT's LIBERO input)."""
+  return tuple(c.strip() for c in camera.split(","))
+
+
+def policy_image(images: Mapping[str, Any], camera: str):
+  """The policy's image from {image_<camera>: u8[..., H, W, 3]}: env.camera's views side by side
+  along the width, u8[..., H, V * W, 3] (a model splits it back into V square views)."""
+  parts = [images[image_key(c)] for c in views(camera)]
+  if len(parts) == 1:
+    return parts[0]
+  xp = np if all(isinstance(p, np.ndarray) for p in parts) else jnp
+  return xp.concatenate(parts, axis=-2)
 
 
 class Env(_BraxEnv, abc.ABC):

@@ -16,7 +16,7 @@ import optax
 from jax.sharding import Mesh
 
 from envs import registry
-from envs.base import Env
+from envs.base import Env, views
 from vla_rl_jax import sharding
 from vla_rl_jax.config import Config
 from vla_rl_jax.models import tokenizer
@@ -27,7 +27,7 @@ from vla_rl_jax.types import EnvStats, PolicyObs, TrainState
 
 
 def build_env(cfg: Config) -> Env:
-  return registry.make(cfg.env.name, image_size=cfg.env.image_size, cameras=(cfg.env.camera,),
+  return registry.make(cfg.env.name, image_size=cfg.env.image_size, cameras=views(cfg.env.camera),
                        **dict(cfg.env.kwargs))
 
 
@@ -58,8 +58,8 @@ def build_policy(cfg: Config, env: Env, mesh: Mesh | None = None) -> tuple[TinyV
 
 
 def dummy_obs(cfg: Config, env: Env, batch: int = 1) -> PolicyObs:
-  h, w = env.image_size
-  return PolicyObs(image=jnp.zeros((batch, h, w, 3), jnp.uint8),
+  h, w = env.image_size   # the policy's views side by side (envs.base.policy_image)
+  return PolicyObs(image=jnp.zeros((batch, h, w * len(views(cfg.env.camera)), 3), jnp.uint8),
                    text=jnp.zeros((batch, cfg.model.max_text_len), jnp.int32),
                    proprio=jnp.zeros((batch, env.proprio_size), jnp.float32))
 

@@ -572,10 +572,16 @@ def _env_options(env: EnvConfig) -> EnvConfig:
   except env_schema.OptionError as e:
     _fail(f"env.kwargs.{e.name}", e.value, e.allowed)
   cameras = env_registry.cameras(env.name)
-  if cameras is not None and env.camera not in cameras:
-    close = difflib.get_close_matches(env.camera, cameras, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    _fail("env.camera", env.camera, f"env {env.name!r} has cameras {list(cameras)}{hint}")
+  from envs.base import views  # noqa: PLC0415
+  names = views(env.camera)
+  if len(set(names)) != len(names) or not all(names):
+    _fail("env.camera", env.camera, "one camera, or different ones separated by commas (e.g. "
+          "'agentview,wrist': the policy sees the views side by side)")
+  for cam in names:
+    if cameras is not None and cam not in cameras:
+      close = difflib.get_close_matches(cam, cameras, n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else ""
+      _fail("env.camera", env.camera, f"env {env.name!r} has cameras {list(cameras)}{hint}")
   return dataclasses.replace(env, kwargs=tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
 
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.base import Env, State, image_key
+from envs.base import Env, State, image_key, policy_image
 from vla_rl_jax import sharding
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rollout import call_obs, rollout
@@ -129,7 +129,7 @@ def policy_actor(b: Built, params, temperature: float) -> Actor:
   def act(state, key):
     s = b.env.observe(state)
     proprio = s.obs.get("proprio", jnp.zeros((0,), jnp.float32)).astype(jnp.float32)
-    obs = PolicyObs(image=s.obs[image_key(cam)][None], text=b.text_table[s.obs["task_id"]][None],
+    obs = PolicyObs(image=policy_image(s.obs, cam)[None], text=b.text_table[s.obs["task_id"]][None],
                     proprio=proprio[None])
     return b.policy.sample(params, obs, key, temperature)[0][0]
   return act

@@ -31,6 +31,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from envs.base import views
+
 # Dense (no sparsity) peak FLOP/s per device by dtype, from the vendors' data sheets. Matched
 # against jax's `device_kind` by substring, most specific first. GPU float32 rows are TF32 tensor
 # core peaks (what XLA uses for an f32 matmul at JAX's default precision on Ampere and later); TPU
@@ -166,6 +168,9 @@ def forward_flops(model: Any, *, image_size, num_action_tokens: int, proprio_siz
             proprio_size=proprio_size, batch=batch)
   if name == "oft":
     kw["num_views"] = num_views
+  elif num_views > 1:   # TinyVLA: the views side by side are one wide image
+    h, w = _square(image_size)
+    kw["image_size"] = (h, w * num_views)
   return FORWARDS[name](model, **kw)
 
 
@@ -193,7 +198,7 @@ def step_flops(cfg: Any, env: Any, policy_calls: float | None = None,
   full horizon (cfg.num_calls), an upper bound. live_minibatch_frac: the fraction of minibatch
   updates that ran (updates_applied / (num_epochs x num_minibatches)); 1.0 for the bound.
   """
-  num_views = len(_get(cfg.env, "cameras", ())) or 1
+  num_views = len(views(cfg.env.camera))
   f1 = forward_flops(cfg.model, image_size=env.image_size,
                      num_action_tokens=cfg.policy.chunk_size * env.action_size,
                      proprio_size=env.proprio_size, num_views=num_views)

@@ -15,6 +15,7 @@ def record_demos(config, out: str, per_task: int, *, seed: int = 0, batch: int =
   launch.make_demos writes them (vla_rl_jax.demos.record), tasks the expert cannot do dropped
   (manifest["dropped"]). Kept when `out` already holds a manifest for the same env options."""
   from envs import registry  # noqa: PLC0415
+  from envs.base import views  # noqa: PLC0415
   from envs.tasks import experts  # noqa: PLC0415
   from vla_rl_jax import demos  # noqa: PLC0415
   kwargs = dict(config.env.kwargs)
@@ -28,7 +29,7 @@ def record_demos(config, out: str, per_task: int, *, seed: int = 0, batch: int =
     raise demos.DemoError(f"{out} holds demonstrations of other options ({m.get('env_kwargs')}, "
                           f"{m.get('per_task')} per task): use a new --workdir")
   env = registry.make(config.env.name, image_size=config.env.image_size,
-                      cameras=(config.env.camera,), **kwargs)
+                      cameras=views(config.env.camera), **kwargs)
   return demos.record(out, env, experts.SuiteExpert(env), per_task, config.env.episode_length,
                       name=config.env.name, env_kwargs=kwargs, seed_start=seed * SEED_STRIDE,
                       max_attempts=max_attempts, batch=batch, drop_failed=True, log=log,

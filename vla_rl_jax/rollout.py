@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from envs.base import Env, State, image_key
+from envs.base import Env, State, policy_image
 from vla_rl_jax import sharding
 from vla_rl_jax.policy import Policy
 from vla_rl_jax.types import PolicyObs, Trajectory
@@ -50,23 +50,24 @@ def resolve_store(env: Env, store: str) -> str:
     raise ValueError(f"store={store!r}: choose one of {list(STORE_MODES)}")
   if store != "auto":
     return store
-  h, w = env.image_size
-  return "scene" if scene_bytes(env) < h * w * 3 else "images"
+  h, w = env.image_size   # the env renders exactly the policy's views (builders.build_env)
+  return "scene" if scene_bytes(env) < h * w * 3 * len(env.cameras) else "images"
 
 
 def stored_bytes_per_call(env: Env, policy: Policy, store: str) -> int:
   """Bytes the rollout buffer holds per trajectory and policy call (frame record, proprio, and the
   tokens, log-probs and mask of the chunk)."""
   h, w = env.image_size
-  frame = h * w * 3 if resolve_store(env, store) == "images" else scene_bytes(env)
+  frame = h * w * 3 * len(env.cameras) if resolve_store(env, store) == "images" else scene_bytes(env)
   return frame + 4 * env.proprio_size + 3 * 4 * policy.num_tokens
 
 
 def frame_record(env: Env, state: State, camera: str, store: str) -> dict:
-  """What is stored of one environment's frame: {"image": u8[H,W,3]} or {"scene": env.scene}."""
+  """What is stored of one environment's frame: {"image": u8[H, V*W, 3]} (the policy's views side
+  by side) or {"scene": env.scene}."""
   if store == "scene":
     return {"scene": env.scene(state)}
-  return {"image": env.render_scene(env.scene(state))[image_key(camera)]}
+  return {"image": policy_image(env.render_scene(env.scene(state)), camera)}
 
 
 def call_obs(env: Env, record: dict, proprio: jax.Array, text: jax.Array, camera: str) -> PolicyObs:
@@ -74,7 +75,7 @@ def call_obs(env: Env, record: dict, proprio: jax.Array, text: jax.Array, camera
   if "image" in record:
     image = record["image"]
   else:
-    image = jax.vmap(env.render_scene)(record["scene"])[image_key(camera)]
+    image = policy_image(jax.vmap(env.render_scene)(record["scene"]), camera)
   return PolicyObs(image=image, text=text, proprio=proprio)
 
 

@@ -1,6 +1,7 @@
 """A trained policy behind a websocket: observation -> action chunk, msgpack messages with numpy arrays.
 
-Request (a msgpack map):  {"image": uint8[H, W, 3] or [B, H, W, 3],
+Request (a msgpack map):  {"image": uint8[H, W, 3] or [B, H, W, 3] (with two cameras in
+                           env.camera, W is both views side by side: [H, 2 * H, 3]),
                            "instruction": str (or list of B) | "task_id": int (or list of B),
                            optional "proprio": float32[P] or [B, P], optional "seed": int}
 Reply:                    {"actions": float32[K, D] (or [B, K, D]) in [-1, 1], "step": int}
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import msgpack
 import numpy as np
 
+from envs.base import views
 from vla_rl_jax.models import tokenizer
 from vla_rl_jax.types import PolicyObs
 
@@ -62,6 +64,7 @@ class PolicyServer:
   def __init__(self, built: Any, params: Any, *, temperature: float = 0.0, step: int = 0):
     self.b, self.params, self.temperature, self.step = built, params, float(temperature), step
     self.h, self.w = built.env.image_size
+    self.w *= len(views(built.cfg.env.camera))   # several views arrive side by side
     self.instructions = tuple(built.env.instructions)
     self.proprio_size = built.env.proprio_size
     self.max_text_len = built.cfg.model.max_text_len

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from envs.base import policy_image, views
 from vla_rl_jax import demos as demos_lib
 from vla_rl_jax import integrity, sharding
 from vla_rl_jax.builders import Built
@@ -87,10 +88,11 @@ def check_manifest(cfg: Config, directory: str) -> dict[str, Any]:
     raise demos_lib.DemoError(
         f"config.sft.demos={directory} holds demonstrations of env {m.get('env')!r}, but "
         f"config.env.name={cfg.env.name!r}")
-  if cfg.env.camera not in m.get("cameras", []):
+  missing = [c for c in views(cfg.env.camera) if c not in m.get("cameras", [])]
+  if missing:
     raise demos_lib.DemoError(
-        f"config.sft.demos={directory} recorded cameras {m.get('cameras')}, not "
-        f"config.env.camera={cfg.env.camera!r}")
+        f"config.sft.demos={directory} recorded cameras {m.get('cameras')}, not {missing[0]!r} "
+        f"of config.env.camera={cfg.env.camera!r}")
   size = [cfg.env.image_size, cfg.env.image_size]
   if list(m.get("image_size", [])) != size:
     h, w = m.get("image_size", ["?", "?"])
@@ -121,7 +123,6 @@ def load_dataset(cfg: Config, env: Any, directory: str) -> SFTData:
   (check_manifest), another action or proprio size, an instruction longer than
   model.max_text_len, or more than sft.max_dataset_mb in all."""
   check_manifest(cfg, directory)
-  key = f"image_{cfg.env.camera}"
   k, d, p = cfg.policy.chunk_size, env.action_size, env.proprio_size
   parts: dict[str, list[np.ndarray]] = {f: [] for f in ("image", "text", "proprio", "tokens", "mask")}
   nbytes, limit = 0, cfg.sft.max_dataset_mb * 2**20
@@ -146,7 +147,7 @@ def load_dataset(cfg: Config, env: Any, directory: str) -> SFTData:
     except ValueError as e:
       raise demos_lib.DemoError(f"config.sft.demos={directory}: {name}: {e}") from None
     tokens, mask = chunk_targets(acts, k)
-    parts["image"].append(np.asarray(ep[key][:t], np.uint8))
+    parts["image"].append(np.asarray(policy_image(ep, cfg.env.camera)[:t], np.uint8))
     parts["text"].append(np.broadcast_to(text, (t, text.shape[0])))
     parts["proprio"].append(prop[:t])
     parts["tokens"].append(tokens)

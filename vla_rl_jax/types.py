@@ -21,7 +21,8 @@ from flax import struct
 class PolicyObs:
   """What the policy sees at one call.
 
-  image:  uint8[..., H, W, 3]  the policy's camera (third person on LIBERO).
+  image:  uint8[..., H, V*W, 3]  the policy's camera(s): env.camera's V views side by side
+                               (V = 1: third person on LIBERO; 2: plus the wrist, as OFT).
   text:   int32[..., S]        instruction token ids, 0-padded.
   proprio: float32[..., P]     proprioception (P may be 0).
   """

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from envs.base import image_key
+from envs.base import policy_image
 from vla_rl_jax.builders import Built
 from vla_rl_jax.rollout import _proprio, _select
 from vla_rl_jax.train_step import (TRAIN_STREAM, group_advantages, keep_groups, local_order,
@@ -42,7 +42,7 @@ class UnfusedStep:
     self.cfg = cfg
 
     def act(params, state, text, keys, temperature):
-      obs = PolicyObs(image=state.obs[image_key(camera)], text=text, proprio=_proprio(state))
+      obs = PolicyObs(image=policy_image(state.obs, camera), text=text, proprio=_proprio(state))
       actions, tokens, logp = policy.sample(params, obs, keys, temperature)
       overflow = jax.vmap(lambda s: env.render_overflow(env.scene(s)))(state)
       return actions, tokens, logp, obs.image, obs.proprio, overflow

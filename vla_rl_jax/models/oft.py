@@ -3,7 +3,10 @@ and a block of K*D action positions decoded in parallel, scored on the 256 actio
 
 Built so that an imported OpenVLA-OFT checkpoint computes what it was trained to:
 
-- Vision: up to two ViT towers on the same image, both with patch size p, features concatenated per
+- Vision: up to two ViT towers on each camera view (env.camera "agentview" or "agentview,wrist":
+  the views arrive side by side, envs.base.policy_image; each is run on its own with the same
+  position embeddings and their patch tokens are concatenated in view order, as OFT feeds its
+  third-person and wrist images), both towers with patch size p, features concatenated per
   patch on the channel axis (OpenVLA's "fused" SigLIP-So400m/14 + DINOv2-L/14 backbone). Pre-LN
   blocks (LayerNorm eps 1e-6, MHA with biases, GELU MLP), learned position embeddings over the
   patches only. SigLIP: tanh-approximate GELU, no class token, pixels scaled to [-1, 1]. DINOv2:
@@ -19,8 +22,8 @@ Built so that an imported OpenVLA-OFT checkpoint computes what it was trained to
 - Decoder: Llama-2: RMSNorm (model.norm_eps), RoPE (model.rope_theta, HF's rotate-half layout, as
   HF checkpoints store q/k), grouped-query attention (model.num_heads, model.num_kv_heads), SwiGLU
   MLP of model.mlp_dim, no biases, untied LM head [W, vocab].
-- Sequence: [BOS, image patches (projected), proprio token (model.use_proprio), instruction tokens
-  after BOS, K*D action positions]. The byte tokenizer always starts the text with BOS, so BOS (text
+- Sequence: [BOS, image patches (projected; view after view), proprio token (model.use_proprio),
+  instruction tokens after BOS, K*D action positions]. Every tokenizer starts the text with BOS, so BOS (text
   position 0) goes first and the patches follow it, as OpenVLA inserts them after BOS. Action
   positions are fed a zero embedding (OFT's empty action embeddings). Mask: the prefix is causal;
   padding text tokens (id 0) are never attended to; action positions see the whole valid prefix
@@ -284,9 +287,14 @@ class OFTVLA(nn.Module):
     dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
     b, hh, ww, _ = obs.image.shape
     p = c.patch_size
+    # V square views side by side (envs.base.policy_image): each through the towers on its own,
+    # with the same position embeddings, and their patch tokens concatenated in view order (OFT)
+    nv = ww // hh
+    if nv * hh != ww:
+      raise ValueError(f"image {hh}x{ww}: the policy's views must be {hh}x{hh} squares side by side")
     img = obs.image.astype(jnp.float32) / 255.0
-    img = img.reshape(b, hh // p, p, ww // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
-    img = img.reshape(b, (hh // p) * (ww // p), p, p, 3)
+    img = img.reshape(b, hh // p, p, nv, hh // p, p, 3).transpose(0, 3, 1, 4, 2, 5, 6)
+    img = img.reshape(b * nv, (hh // p) ** 2, p, p, 3)
     feats = []
     if c.siglip.depth:
       x = ((img - 0.5) / 0.5).reshape(img.shape[:2] + (-1,)).astype(dt)
@@ -295,6 +303,7 @@ class OFTVLA(nn.Module):
       x = ((img - IMAGENET_MEAN) / IMAGENET_STD).reshape(img.shape[:2] + (-1,)).astype(dt)
       feats.append(ViTTower(c.dinov2, c, "dinov2", self.mesh, name="dinov2")(x))
     v = jnp.concatenate(feats, axis=-1)
+    v = v.reshape(b, nv * v.shape[1], v.shape[2])                  # [B, V * patches, vision]
     vdim = v.shape[-1]
     v = _dense(4 * vdim, ("embed", "mlp"), "projector_fc1", dt, pdt, True)(v)
     v = _dense(c.width, ("mlp", "embed"), "projector_fc2", dt, pdt, True, ("norm",))(nn.gelu(
