@@ -13,8 +13,9 @@ num_attention_heads / num_key_value_heads / intermediate_size / rms_norm_eps / r
 n_action_bins): a mismatch names the field. Every tensor name and shape is then checked by the
 importer. The output is OUT/config.json (the resolved config) and OUT/checkpoints/0: a fresh train
 state (optimiser state at its init) holding the imported parameters, saved with digests like any
-run's. Memory: the whole train state is built once (7b: params + Adam moments, ~90 GB fp32 over the
-devices, plus one numpy copy of the checkpoint on the host).
+run's. Memory: the imported parameters go straight to their shards and the optimiser state is
+built around them, with no random initialisation first (7b: fp32 params + Adam moments, ~90 GB over
+the devices at the peak; the host holds one numpy copy of the parameters until they are placed).
 
 Tokenizer: the checkpoint's tokenizer.model (SentencePiece; preferred) or tokenizer.json is loaded
 and checked (its text ids must fit the 32,000-row vocabulary), copied to OUT/, and becomes the run's

@@ -89,6 +89,9 @@ class Built:
   env_stats_shardings: Any
   abstract_state: Any
   init_fn: Any  # jitted: () -> (TrainState, EnvStats), sharded
+  # jitted: params (sharded as state_shardings.params, donated) -> (TrainState, EnvStats) with a
+  # fresh optimiser state: a checkpoint import builds its state without random parameters first
+  state_from_params: Any = None
   # parameter dimensions left replicated because their mesh axis does not divide them (all under
   # mesh.max_replicated_mb, else build() raised); the caller lists them at start-up
   replicated_params: tuple[sharding.Fallback, ...] = ()
@@ -111,8 +114,8 @@ def build(cfg: Config, devices=None) -> Built:
   sharding.check_replication(fallbacks, cfg.mesh)  # before anything is compiled
   repl = sharding.replicated(mesh)
 
-  def init_state() -> tuple[TrainState, EnvStats]:
-    params = nn.meta.unbox(init_boxed())
+  def init_state(params=None) -> tuple[TrainState, EnvStats]:
+    params = nn.meta.unbox(init_boxed()) if params is None else params
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                        rng=root, ref_params=params if cfg.rl.kl_coef > 0 else None)
     stats = EnvStats(episodes=jnp.zeros((), jnp.int32),
@@ -127,7 +130,9 @@ def build(cfg: Config, devices=None) -> Built:
                         ref_params=p_sh if cfg.rl.kl_coef > 0 else None)
   stats_sh = jax.tree_util.tree_map(lambda _: repl, abstract_stats)
   init_fn = jax.jit(init_state, out_shardings=(state_sh, stats_sh))
+  from_params = jax.jit(init_state, in_shardings=(p_sh,), out_shardings=(state_sh, stats_sh),
+                        donate_argnums=0)
   return Built(cfg=cfg, env=env, model=model, policy=policy, tx=tx, mesh=mesh,
                text_table=text_table(cfg, env), state_shardings=state_sh,
                env_stats_shardings=stats_sh, abstract_state=(abstract_state, abstract_stats),
-               init_fn=init_fn, replicated_params=fallbacks)
+               init_fn=init_fn, replicated_params=fallbacks, state_from_params=from_params)

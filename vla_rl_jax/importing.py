@@ -140,12 +140,10 @@ def convert(src: str, out: str, config_dict, log=print) -> str:
   for name in sorted(set(want) | set(got)):
     if want.get(name) != got.get(name):   # a mapping bug, not a user error
       raise AssertionError(f"imported parameter {name}: {got.get(name)}, model {want.get(name)}")
-  state, stats = b.init_fn()
-  params = jax.device_put(params, b.state_shardings.params)
-  state = state.replace(params=params)
-  if state.ref_params is not None:
-    state = state.replace(ref_params=jax.device_put(jax.tree_util.tree_map(np.asarray, params),
-                                                    b.state_shardings.ref_params))
+  # the imported parameters go straight to their shards and the optimiser state is built around
+  # them (no random initialisation first: 7b peaks at params + Adam moments, not twice the params)
+  state, stats = b.state_from_params(jax.device_put(params, b.state_shardings.params))
+  del params
   if tok_src:
     copy = os.path.abspath(os.path.join(out, os.path.basename(tok_src)))
     os.makedirs(out, exist_ok=True)
