@@ -3,7 +3,10 @@
 env:   physics / control steps per second of a task at each batch size, without rendering, with the
        agentview camera, and with both cameras; frames/s, compile seconds, peak memory.
 render: the JAX ray caster per frame vs MuJoCo's own OpenGL renderer on the task's scene.
-train: compile time and steady-state time of the fused train step (trajectories/s) per env.
+train: compile time and steady-state time of the fused train step (trajectories/s, action tokens/s,
+       model FLOPs and MFU on accelerators) per env, swept over every combination of the train_*
+       tuples below (empty: the single setting): model variant, initial states per step, chunk
+       size, image size, cameras and mesh shape.
 fused_vs_unfused: the fused train step against the unfused baseline of the same algorithm
        (vla_rl_jax/unfused.py: a Python loop over control steps, as the reference runs), same
        config, timed alternately in one run; prints `fused_unfused_ratio`.
@@ -34,6 +37,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train_chunk_size = 4               # K for the train bench (0: the env preset's)
   c.train_num_prompts = 0              # initial states per step (0: the variant's); x group size
   c.train_dtype = ""                   # model compute dtype ("": the variant's; bfloat16 on GPUs)
+  # sweeps (every combination is one compiled step and one row; empty = the single value above / the
+  # preset's): variants, initial states per step, chunk sizes, image sizes, camera specs
+  # ("agentview" or "agentview,wrist") and meshes "data,fsdp,tensor" (-1: the rest of the devices;
+  # fake CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=8)
+  c.train_variants = ()
+  c.train_prompts = ()
+  c.train_chunk_sizes = ()
+  c.train_image_sizes = ()
+  c.train_cameras = ()
+  c.train_meshes = ()
   c.suites = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
   c.suite_single = "libero_bowl_on_plate"
   c.suite_num_envs = 256

@@ -4,6 +4,10 @@
   python -m launch.benchmark --config=configs/benchmark.py:what=train
   python -m launch.benchmark --config=configs/benchmark.py:what=suites
   python -m launch.benchmark --config=configs/benchmark.py:what=fused_vs_unfused
+  # a train sweep: every combination of the tuples is one compiled step and one row
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m launch.benchmark \
+      --config=configs/benchmark.py:what=train --config.train_envs="('fake_reach',)" \
+      --config.train_meshes="('8,1,1','1,8,1','1,4,2')" --config.train_chunk_sizes="(4,8)"
 
 Honest numbers: compile time reported apart from run time and measured with the persistent
 compilation cache OFF (`compilation_cache=True` in the config turns it on; each row says which),
@@ -234,13 +238,20 @@ def bench_render(cfg) -> None:
 
 
 def _train_config(env_name: str, variant: str, chunk_size: int, num_prompts: int = 0,
-                  dtype: str = ""):
+                  dtype: str = "", image_size: int = 0, camera: str = "", mesh: str = ""):
   import jax
   from configs.default import get_config
   from vla_rl_jax import config as config_lib
   c = get_config(f"variant={variant},env={env_name}")
   if chunk_size:
     c.policy.chunk_size = chunk_size
+    c.env.episode_length = -(-c.env.episode_length // chunk_size) * chunk_size
+  if image_size:
+    c.env.image_size = image_size
+  if camera:
+    c.env.camera = camera
+  if mesh:
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = _mesh(mesh)
   if num_prompts:
     c.rl.num_prompts = num_prompts
     c.rl.minibatch_size = min(c.rl.minibatch_size, num_prompts * c.rl.group_size)
@@ -261,47 +272,74 @@ def _step_row(rc, times: list[float], metrics: list[dict]) -> dict:
   return row
 
 
+def _mesh(text: str) -> tuple[int, int, int]:
+  parts = text.split(",")
+  if len(parts) != 3 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+    raise ValueError(f"mesh {text!r}: give 'data,fsdp,tensor', e.g. '1,8,1' or '-1,1,1'")
+  return tuple(int(p) for p in parts)
+
+
+def train_settings(cfg) -> list[dict]:
+  """Every combination of the train_* sweeps (one dict of _train_config's keyword arguments each)."""
+  import itertools
+  axes = {"variant": tuple(cfg.train_variants) or (cfg.train_variant,),
+          "num_prompts": tuple(cfg.train_prompts) or (cfg.train_num_prompts,),
+          "chunk_size": tuple(cfg.train_chunk_sizes) or (cfg.train_chunk_size,),
+          "image_size": tuple(cfg.train_image_sizes) or (0,),
+          "camera": tuple(cfg.train_cameras) or ("",),
+          "mesh": tuple(cfg.train_meshes) or ("",)}
+  return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
 def bench_train(cfg) -> None:
-  import jax
   from envs import registry
+  for env_name in cfg.train_envs:
+    if env_name not in registry.names():
+      emit({"bench": "train", "env": env_name, "error": "env not registered"})
+      continue
+    for setting in train_settings(cfg):
+      _bench_train_one(cfg, env_name, setting)
+
+
+def _bench_train_one(cfg, env_name: str, setting: dict) -> None:
+  """One row: the fused train step of one sweep setting, compiled, warmed up and timed."""
+  import jax
   from vla_rl_jax import flops
   from vla_rl_jax.builders import build
   from vla_rl_jax.rollout import resolve_store, stored_bytes_per_call
   from vla_rl_jax.train_step import make_train_step
 
-  for env_name in cfg.train_envs:
-    if env_name not in registry.names():
-      emit({"bench": "train", "env": env_name, "error": "env not registered"})
-      continue
-    rc = _train_config(env_name, cfg.train_variant, cfg.train_chunk_size, cfg.train_num_prompts,
-                       cfg.train_dtype)
-    print(f"train step on {env_name} ({cfg.train_variant}) ...", file=sys.stderr, flush=True)
-    b = build(rc)
-    state, stats = b.init_fn()
+  rc = _train_config(env_name, dtype=cfg.train_dtype, **setting)
+  print(f"train step on {env_name} ({setting}) ...", file=sys.stderr, flush=True)
+  b = build(rc)
+  state, stats = b.init_fn()
+  t = time.perf_counter()
+  step = make_train_step(b).lower(state, stats).compile()
+  compile_s = time.perf_counter() - t
+  state, stats, m = step(state, stats)  # warm-up
+  jax.block_until_ready(m)
+  times, ms = [], []
+  for _ in range(cfg.train_repeats):
     t = time.perf_counter()
-    step = make_train_step(b).lower(state, stats).compile()
-    compile_s = time.perf_counter() - t
-    state, stats, m = step(state, stats)  # warm-up
-    jax.block_until_ready(m)
-    times, ms = [], []
-    for _ in range(cfg.train_repeats):
-      t = time.perf_counter()
-      state, stats, m = step(state, stats)
-      ms.append(jax.device_get(m))
-      times.append(time.perf_counter() - t)
-    row = _step_row(rc, times, ms)
-    row.update(flops.step_fields(b, state, times, ms))
-    num_tokens = b.policy.num_tokens
-    emit({"bench": "train", "env": env_name, "variant": cfg.train_variant, "dtype": rc.model.dtype,
-          "trajectories_per_step": rc.num_rollout_trajectories,
-          "trajectories_kept": rc.num_trajectories,
-          "episode_length": rc.env.episode_length, "chunk_size": rc.policy.chunk_size,
-          "image_size": rc.env.image_size, "rollout_store": resolve_store(b.env, rc.rollout.store),
-          "stored_bytes_per_call": stored_bytes_per_call(b.env, b.policy, rc.rollout.store),
-          "compile_s": compile_s, "median_step_s": row["step_s"], **row,
-          **{k.replace("policy_calls", "action_tokens"): v * num_tokens
-             for k, v in row.items() if k.startswith("policy_calls_per_s")},
-          **_peak_memory_mb(), **_machine()})
+    state, stats, m = step(state, stats)
+    ms.append(jax.device_get(m))
+    times.append(time.perf_counter() - t)
+  row = _step_row(rc, times, ms)
+  row.update(flops.step_fields(b, state, times, ms))
+  num_tokens = b.policy.num_tokens
+  emit({"bench": "train", "env": env_name, "variant": rc.variant, "dtype": rc.model.dtype,
+        "camera": rc.env.camera, "num_prompts": rc.rl.num_prompts, "group_size": rc.rl.group_size,
+        "mesh": {"data": rc.mesh.data, "fsdp": rc.mesh.fsdp, "tensor": rc.mesh.tensor},
+        "num_devices": jax.device_count(),
+        "trajectories_per_step": rc.num_rollout_trajectories,
+        "trajectories_kept": rc.num_trajectories,
+        "episode_length": rc.env.episode_length, "chunk_size": rc.policy.chunk_size,
+        "image_size": rc.env.image_size, "rollout_store": resolve_store(b.env, rc.rollout.store),
+        "stored_bytes_per_call": stored_bytes_per_call(b.env, b.policy, rc.rollout.store),
+        "compile_s": compile_s, "median_step_s": row["step_s"], **row,
+        **{k.replace("policy_calls", "action_tokens"): v * num_tokens
+           for k, v in row.items() if k.startswith("policy_calls_per_s")},
+        **_peak_memory_mb(), **_machine()})
 
 
 def bench_fused_vs_unfused(cfg) -> None:
@@ -381,6 +419,22 @@ def check(cfg) -> None:
   for field in ("train_variant", "ratio_variant"):
     if getattr(cfg, field) not in VARIANTS:
       fail(PROG, f"--config.{field}={getattr(cfg, field)!r}: choose one of {list(VARIANTS)}")
+  for v in cfg.train_variants:
+    if v not in VARIANTS:
+      fail(PROG, f"--config.train_variants: {v!r} is not a variant; choose from {list(VARIANTS)}")
+  for field, low in (("train_prompts", 1), ("train_chunk_sizes", 1), ("train_image_sizes", 8)):
+    if any(not isinstance(v, int) or v < low for v in getattr(cfg, field)):
+      fail(PROG, f"--config.{field}={tuple(getattr(cfg, field))}: give ints >= {low}, e.g. '(4,8)'")
+  for cam in cfg.train_cameras:
+    if not isinstance(cam, str) or not cam.strip():
+      fail(PROG, f"--config.train_cameras={tuple(cfg.train_cameras)}: give camera specs, e.g. "
+                 f"\"('agentview','agentview,wrist')\"")
+  for m in cfg.train_meshes:
+    try:
+      _mesh(m)
+    except (ValueError, AttributeError):
+      fail(PROG, f"--config.train_meshes={tuple(cfg.train_meshes)}: give 'data,fsdp,tensor' "
+                 f"strings, e.g. \"('8,1,1','1,8,1','1,4,2')\"")
   if cfg.train_dtype not in ("", "float32", "bfloat16"):
     fail(PROG, f"--config.train_dtype={cfg.train_dtype!r}: choose '', 'float32' or 'bfloat16'")
 

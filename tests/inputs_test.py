@@ -132,6 +132,9 @@ def test_good_eval_arguments_pass(run_dir):
      "launch.benchmark: --config.train_envs: 'fake_rech' is not a registered env"),
     ("launch.benchmark", ["--config=configs/benchmark.py:what=env", "--config.num_envs=(0,)"],
      "launch.benchmark: --config.num_envs=(0,): give batch sizes >= 1"),
+    ("launch.benchmark", ["--config=configs/benchmark.py:what=train",
+                          "--config.train_meshes=('8,1',)"],
+     "launch.benchmark: --config.train_meshes=('8,1',): give 'data,fsdp,tensor' strings"),
 ])
 def test_launchers_exit_with_one_line_and_no_traceback(module, args, line):
   out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,

@@ -109,3 +109,31 @@ def test_benchmark_prints_only_finite_json_lines():
   assert row["fused_mean_episode_length"] == row["unfused_mean_episode_length"]  # same episodes
   for key in ("git_commit", "load_avg_1m", "versions", "date", "fused_compile_s"):
     assert row.get(key) is not None, key
+
+
+def test_benchmark_train_sweep_over_meshes():
+  """what=train sweeps the product of its tuples: one row per (mesh, chunk) on 8 fake devices, each
+  saying its setting, every field finite (two settings: each is a compile)."""
+  cmd = [sys.executable, "-m", "launch.benchmark", "--config=configs/benchmark.py:what=train",
+         "--config.train_envs=('fake_reach',)", "--config.train_meshes=('8,1,1','1,4,2')",
+         "--config.train_chunk_sizes=(2,)", "--config.train_prompts=(2,)",
+         "--config.train_repeats=1"]
+  p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(
+      os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+  assert p.returncode == 0, p.stderr[-2000:]
+  rows = [json.loads(line) for line in p.stdout.splitlines()]
+  got = [((r["mesh"]["data"], r["mesh"]["fsdp"], r["mesh"]["tensor"]), r["chunk_size"]) for r in rows]
+  assert got == [((8, 1, 1), 2), ((1, 4, 2), 2)], got
+  for r in rows:
+    assert r["bench"] == "train" and r["num_devices"] == 8 and r["num_prompts"] == 2
+    assert r["trajectories_per_step"] == 2 * r["group_size"] and r["step_s"] > 0
+    assert r["episode_length"] % r["chunk_size"] == 0
+    assert all(math.isfinite(v) for v in _numbers(r)), r
+
+
+def _numbers(x):
+  if isinstance(x, dict):
+    for v in x.values():
+      yield from _numbers(v)
+  elif isinstance(x, (int, float)) and not isinstance(x, bool):
+    yield x
