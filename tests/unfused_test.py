@@ -111,6 +111,7 @@ def test_benchmark_prints_only_finite_json_lines():
     assert row.get(key) is not None, key
 
 
+@pytest.mark.slow   # two compiles in a subprocess: about 60 s on 2 cores
 def test_benchmark_train_sweep_over_meshes():
   """what=train sweeps the product of its tuples: one row per (mesh, chunk) on 8 fake devices, each
   saying its setting, every field finite (two settings: each is a compile)."""
