@@ -18,6 +18,8 @@ from envs.tasks import predicates
 # as the end-effector site's axes (LIBERO's grip site: the hand's turned -pi/2 about the tool axis).
 R_DOWN_HAND = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 R_DOWN = R_DOWN_HAND @ panda.EEF_ROT_HAND
+# Pointing down, the palm's long axis (and the fingers' opening) along world x.
+R_PUSH = panda.rot_z(jnp.pi / 2) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
 
 
 def _yaw(quat):
@@ -275,6 +277,62 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   return (action, holding) if with_holding else action
 
 
+def push(env, state, obj: str, target: _Target, max_speed: float = 0.6, hover: float = 0.05,
+         tilt: float = 0.7, aim_bias=(-0.02, -0.01), side: float = 0.045,
+         with_holding: bool = False):
+  """Push a flat object (a plate: too wide and thin to pinch) along the table to the target: the
+  hand, fingers closed, lowers beside the point behind the object (on the side away from the
+  target, offset `side` across the push toward +x, where no cabinet handle hangs over the table),
+  slides in behind it with the fingertip pads level with its rim, and pushes through the object's
+  centre toward the target (the direction is re-read every step, so a push that drifts sideways
+  steers back). A hand that is low but not behind the object rises first.
+
+  The geometry that shapes it (libero_goal's plate starts 3 cm in front of the cabinet's drawer
+  handles, its rim under the bottom handle): the hand is yawed a quarter turn (R_PUSH, the palm's
+  long axis along x) and leaned `tilt` toward the push, so the palm and wrist stay over the plate,
+  clear of the drawer floors behind it, and the pads' footprint across the push is 2.6 cm; the aim
+  is `aim_bias` off the target's centre (inside its 4 cm tolerance) so that the push starts more
+  along -x and the pads stay clear of the bottom drawer's floor, 2.4 cm behind the rim.
+  Returns float32[7] (and `holding`, always False: nothing is held)."""
+  d = state.pipeline_state
+  p = env.built.objects[obj].params
+  radius = p["radius"]
+  tcp = env.tcp_pos(d)
+  pos = env.object_pos(d, obj)
+  aim_xy = target.levels(d)[0] + jnp.asarray(aim_bias)
+  to_aim = aim_xy - pos[:2]
+  dist = jnp.linalg.norm(to_aim)
+  u = to_aim / (dist + 1e-6)
+  perp = jnp.array([u[1], -u[0]])
+  perp = jnp.where(perp[0] < 0, -perp, perp)           # across the push, toward +x
+  rel = tcp[:2] - pos[:2]
+  s = jnp.dot(rel, u)                                  # along the push (negative: behind)
+  lat = jnp.dot(rel, perp)                             # across it
+  # the tip pads (3.4 mm below the TCP when leaning) level with the middle of the rim
+  z_push = pos[2] + p["top"] - 0.5 * p["thickness"] + 0.004
+  low = tcp[2] < pos[2] + p["top"] + 0.012
+  behind = pos[:2] - u * (radius + 0.02)
+  beside = behind + perp * side
+  aligned = jnp.abs(lat) < 0.012
+  # low and behind the rim: slide across onto the line through the centre, then push: the goal is
+  # the contact point (pads just touching the rim) moved on toward the target
+  ahead = jnp.clip(dist, 0.0, 0.05)
+  goal_push = jnp.concatenate([jnp.where(aligned, pos[:2] - u * (radius + 0.008) + u * ahead, behind),
+                               z_push[None]])
+  behind_rim = low & (s < -radius + 0.005)
+  dxy = jnp.linalg.norm(tcp[:2] - beside)
+  goal_go = jnp.concatenate([beside, jnp.where(dxy < 0.015, z_push, hover)[None]])
+  goal_up = jnp.concatenate([tcp[:2], jnp.asarray(hover)[None]])
+  goal = jnp.where(behind_rim, goal_push, jnp.where(low, goal_up, goal_go))
+  # lean toward the push by `tilt`, about the horizontal axis across it (Rodrigues)
+  w = jnp.array([-u[1], u[0], 0.0])
+  k = jnp.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+  r_tilt = jnp.eye(3) + jnp.sin(tilt) * k + (1 - jnp.cos(tilt)) * (k @ k)
+  arm = move_action(env, d, goal, r_tilt @ R_PUSH, max_speed)
+  action = jnp.clip(jnp.concatenate([arm, jnp.ones((1,))]), -1.0, 1.0).astype(jnp.float32)
+  return (action, jnp.asarray(False)) if with_holding else action
+
+
 class SuiteExpert:
   """A scripted expert for every task of a LiberoSuite (or LiberoTask): a plain function of the
   state, vmappable; `expert(state) -> f32[7]`.
@@ -321,7 +379,9 @@ class SuiteExpert:
       if owner and env._fixture_kinds[owner[0]] == "rack":  # noqa: SLF001
         raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
                          "not LIBERO's tilted slot, so no expert places a bottle in it yet")
-      if kind == "bowl":
+      if kind == "plate" and p.name == "on":
+        act = lambda s, o=obj, t=target: push(env, s, o, t, with_holding=True)  # noqa: E731
+      elif kind == "bowl":
         act = lambda s, o=obj, t=target: pick_place_bowl(env, s, bowl=o, target=t,  # noqa: E731
                                                          with_holding=True)
       elif kind in ("box", "cylinder", "bottle"):
