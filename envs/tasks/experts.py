@@ -411,12 +411,13 @@ def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float =
   t = jnp.array([-b[1], b[0]])                     # which way that end goes when turned on
   rel = tcp[:2] - c[:2]
   a, tau = jnp.dot(rel, b), jnp.dot(rel, t)
-  z_push = c[2] + 0.004                            # tip pads level with the bar
-  low = tcp[2] < c[2] + 0.03
-  behind = (tau < -0.005) & (a > radius - 0.015) & (a < radius + 0.015)
+  z_push = c[2] + 0.005                            # tip pads level with the bar
+  low = tcp[2] < z_push + 0.006                    # down at the bar: a finger above it slips over
+  behind = (tau < -0.005) & (a > radius - 0.02) & (a < radius + 0.025)
   pre = c[:2] + b * radius - t * 0.028
   dxy = jnp.linalg.norm(tcp[:2] - pre)
-  goal_push = jnp.concatenate([c[:2] + b * radius + t * 0.03, z_push[None]])
+  # pushing a turning lever slides the finger out along it: aim a little inward of `radius`
+  goal_push = jnp.concatenate([c[:2] + b * (radius - 0.006) + t * 0.03, z_push[None]])
   goal_go = jnp.concatenate([pre, jnp.where(dxy < 0.01, z_push, hover)[None]])
   goal_up = jnp.concatenate([tcp[:2], jnp.asarray(hover)[None]])
   goal = jnp.where(low & behind, goal_push, jnp.where(low, goal_up, goal_go))
