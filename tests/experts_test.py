@@ -1,7 +1,8 @@
 """Scripted experts on LIBERO-MJX: the per-task dispatcher solves each of libero_object's ten tasks
 from one of LIBERO's evaluation states under jit at the shipped horizon (goal true at the end, no
-blow-up; `make test-slow`); the tasks without a skill are named; `launch.make_demos` writes the
-documented format. (`make test` runs task_test's expert on libero_bowl_on_plate.)
+blow-up; `make test-slow`); libero_goal's drawer, knob and push skills each reach their goal from
+one evaluation state (`make test-slow`; `make test` checks that they are dispatched); the tasks
+without a skill are named; `launch.make_demos` writes the documented format. (`make test` runs task_test's expert on libero_bowl_on_plate.)
 
 `make test-slow` also runs the issue's criterion itself: every covered task over all 50 evaluation states,
 >= 90% each, through `launch.eval --policy=expert`.
@@ -45,10 +46,40 @@ def test_expert_solves_every_object_task(object_run):
 
 
 def test_tasks_without_a_skill_are_named():
-  env = LiberoSuite("libero_goal", cameras=(), task_ids=[0, 8])   # open a drawer; bowl on plate
+  env = LiberoSuite("libero_goal", cameras=(), task_ids=[9, 8])   # bottle on the rack; bowl on plate
   assert experts.supported(env) == [False, True]
-  with pytest.raises(ValueError, match="open the middle drawer"):
+  with pytest.raises(ValueError, match="wine bottle on the rack"):
     experts.SuiteExpert(env)
+
+
+# libero_goal's fixture and push tasks: (task id, evaluation state, step limit: the suite's 300)
+FIXTURE_TASKS = {"open": (0, 3, 300), "push": (5, 7, 300), "turnon": (7, 11, 300)}
+
+
+def test_fixture_and_push_tasks_are_supported():
+  env = LiberoSuite("libero_goal", cameras=(), task_ids=[t for t, _, _ in FIXTURE_TASKS.values()])
+  assert experts.supported(env) == [True] * len(FIXTURE_TASKS)
+
+
+@pytest.fixture(scope="module")
+def fixture_run():
+  """The open-drawer, push-plate and turn-on-stove experts from one evaluation state each, in one
+  jitted batch."""
+  tasks = [t for t, _, _ in FIXTURE_TASKS.values()]
+  env = LiberoSuite("libero_goal", cameras=(), task_ids=tasks)
+  pairs = np.array([(k, s) for k, (_, s, _) in enumerate(FIXTURE_TASKS.values())], np.int32)
+  horizon = max(h for _, _, h in FIXTURE_TASKS.values())
+  out = evaluation.run_episodes(env, evaluation.expert_actor(experts.SuiteExpert(env)), pairs,
+                                horizon)
+  return {name: (bool(out["success"][k]), int(out["length"][k]), bool(out["unstable"][k]))
+          for k, name in enumerate(FIXTURE_TASKS)}
+
+
+@pytest.mark.slow   # ~3 min on 2 cores (one compilation for the three)
+@pytest.mark.parametrize("skill", sorted(FIXTURE_TASKS))
+def test_fixture_and_push_skills_reach_the_goal(fixture_run, skill):
+  success, length, unstable = fixture_run[skill]
+  assert success and not unstable, (skill, length)
 
 
 def _run(*args):

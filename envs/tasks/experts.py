@@ -18,6 +18,8 @@ from envs.tasks import predicates
 # as the end-effector site's axes (LIBERO's grip site: the hand's turned -pi/2 about the tool axis).
 R_DOWN_HAND = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 R_DOWN = R_DOWN_HAND @ panda.EEF_ROT_HAND
+# Pointing down, the palm's long axis (and the fingers' opening) along world x.
+R_PUSH = panda.rot_z(jnp.pi / 2) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
 
 
 def _yaw(quat):
@@ -275,6 +277,155 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   return (action, holding) if with_holding else action
 
 
+def _lean(u, tilt):
+  """The rotation that leans a downward hand by `tilt` toward the horizontal direction `u` (about
+  the horizontal axis across it; Rodrigues)."""
+  w = jnp.array([-u[1], u[0], 0.0])
+  k = jnp.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+  return jnp.eye(3) + jnp.sin(tilt) * k + (1 - jnp.cos(tilt)) * (k @ k)
+
+
+def push(env, state, obj: str, target: _Target, max_speed: float = 0.6, hover: float = 0.05,
+         tilt: float = 0.7, aim_bias=(-0.02, -0.01), side: float = 0.045,
+         with_holding: bool = False):
+  """Push a flat object (a plate: too wide and thin to pinch) along the table to the target: the
+  hand, fingers closed, lowers beside the point behind the object (on the side away from the
+  target, offset `side` across the push toward +x, where no cabinet handle hangs over the table),
+  slides in behind it with the fingertip pads level with its rim, and pushes through the object's
+  centre toward the target (the direction is re-read every step, so a push that drifts sideways
+  steers back). A hand that is low but not behind the object rises first.
+
+  The geometry that shapes it (libero_goal's plate starts 3 cm in front of the cabinet's drawer
+  handles, its rim under the bottom handle): the hand is yawed a quarter turn (R_PUSH, the palm's
+  long axis along x) and leaned `tilt` toward the push, so the palm and wrist stay over the plate,
+  clear of the drawer floors behind it, and the pads' footprint across the push is 2.6 cm; the aim
+  is `aim_bias` off the target's centre (inside its 4 cm tolerance) so that the push starts more
+  along -x and the pads stay clear of the bottom drawer's floor, 2.4 cm behind the rim.
+  Returns float32[7] (and `holding`, always False: nothing is held)."""
+  d = state.pipeline_state
+  p = env.built.objects[obj].params
+  radius = p["radius"]
+  tcp = env.tcp_pos(d)
+  pos = env.object_pos(d, obj)
+  aim_xy = target.levels(d)[0] + jnp.asarray(aim_bias)
+  to_aim = aim_xy - pos[:2]
+  dist = jnp.linalg.norm(to_aim)
+  u = to_aim / (dist + 1e-6)
+  perp = jnp.array([u[1], -u[0]])
+  perp = jnp.where(perp[0] < 0, -perp, perp)           # across the push, toward +x
+  rel = tcp[:2] - pos[:2]
+  s = jnp.dot(rel, u)                                  # along the push (negative: behind)
+  lat = jnp.dot(rel, perp)                             # across it
+  # the tip pads (3.4 mm below the TCP when leaning) level with the middle of the rim
+  z_push = pos[2] + p["top"] - 0.5 * p["thickness"] + 0.004
+  low = tcp[2] < pos[2] + p["top"] + 0.012
+  behind = pos[:2] - u * (radius + 0.02)
+  beside = behind + perp * side
+  aligned = jnp.abs(lat) < 0.012
+  # low and behind the rim: slide across onto the line through the centre, then push: the goal is
+  # the contact point (pads just touching the rim) moved on toward the target
+  ahead = jnp.clip(dist, 0.0, 0.05)
+  goal_push = jnp.concatenate([jnp.where(aligned, pos[:2] - u * (radius + 0.008) + u * ahead, behind),
+                               z_push[None]])
+  behind_rim = low & (s < -radius + 0.005)
+  dxy = jnp.linalg.norm(tcp[:2] - beside)
+  goal_go = jnp.concatenate([beside, jnp.where(dxy < 0.015, z_push, hover)[None]])
+  goal_up = jnp.concatenate([tcp[:2], jnp.asarray(hover)[None]])
+  goal = jnp.where(behind_rim, goal_push, jnp.where(low, goal_up, goal_go))
+  arm = move_action(env, d, goal, _lean(u, tilt) @ R_PUSH, max_speed)
+  action = jnp.clip(jnp.concatenate([arm, jnp.ones((1,))]), -1.0, 1.0).astype(jnp.float32)
+  return (action, jnp.asarray(False)) if with_holding else action
+
+
+class _Drawer:
+  """A cabinet drawer an Open / Close predicate names: its slide joint (qpos address, world axis)
+  and its handle bar (a grasp capsule, fixtures.cabinet)."""
+
+  def __init__(self, env, entity):
+    m = env.mj_model
+    if len(entity.joints) != 1:
+      raise ValueError(f"{entity.name!r}: not one drawer (joints at qpos {entity.joints})")
+    adr = int(entity.joints[0])
+    jid = [j for j in range(m.njnt) if int(m.jnt_qposadr[j]) == adr][0]
+    if int(m.jnt_type[jid]) != 2:       # mjJNT_SLIDE
+      raise ValueError(f"{entity.name!r}: its joint is not a drawer's slide")
+    self.joint, self.qadr = jid, adr
+    self.handle = m.geom(m.joint(jid).name + "_handle").id
+
+  def frame(self, d):
+    """(handle bar centre, the horizontal direction the drawer opens along, its qpos)."""
+    out = -d.xaxis[self.joint]            # it opens toward negative q: along -axis
+    return d.geom_xpos[self.handle], out, d.qpos[self.qadr]
+
+
+def open_drawer(env, state, drawer: _Drawer, max_speed: float = 0.6, tilt: float = 0.7,
+                with_holding: bool = False):
+  """Open a drawer by its handle bar: the hand, pointing down with the fingers opening across the
+  bar and leaned `tilt` toward the way the drawer opens (so the palm stays clear of the drawer
+  floors and the cabinet top above the bar), comes in along its own tool axis onto the bar, closes
+  round it and pulls along the slide (the goal rides with the bar). Fingers that closed on nothing
+  open and back off. Returns float32[7] (and whether the hand holds the bar)."""
+  d = state.pipeline_state
+  tcp = env.tcp_pos(d)
+  opening = env.gripper_opening(d)
+  bar, out, _ = drawer.frame(d)
+  r_goal = _lean(out[:2], tilt) @ R_DOWN
+  # the approach line: from the bar back along the tool axis (up and out)
+  back = jnp.concatenate([out[:2] * jnp.sin(tilt), jnp.cos(tilt)[None]])
+  rel = tcp - bar
+  t = jnp.dot(rel, back)
+  off = jnp.linalg.norm(rel - t * back)
+  on_line = (off < 0.01) & (t > -0.01) & (t < 0.10)
+  near = jnp.linalg.norm(rel) < 0.012
+  closed = opening < 0.016
+  empty = opening < 0.003
+  holding = closed & ~empty & (jnp.linalg.norm(rel) < 0.025)
+  pre = bar + 0.07 * back
+  goal = jnp.where(on_line, bar, pre)
+  goal = jnp.where(holding, bar + 0.05 * out, goal)
+  goal = jnp.where(empty, pre, goal)
+  close = (near | holding | ((opening < 0.036) & (jnp.linalg.norm(rel) < 0.02))) & ~empty
+  arm = move_action(env, d, goal, r_goal, max_speed)
+  grip = jnp.where(close, 1.0, -1.0)
+  action = jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)
+  return (action, holding) if with_holding else action
+
+
+def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float = 0.028,
+                 hover: float = 0.09, with_holding: bool = False):
+  """Turn a stove's knob on (counter-clockwise from above, LIBERO's TurnOn: hinge angle >= 0.5):
+  the hand, pointing down with the fingers closed, lowers beside the knob's grip bar `radius` out
+  from the hinge, on the side the bar must turn away from, and pushes it round (the goal is
+  re-read from the bar's angle every step, so the finger follows the arc). The knob turns in a
+  well carved out of the stove's base (fixtures._carve_knob) a little larger than the knob, so
+  the pads' footprint is kept inside it: the palm yawed to x (R_PUSH, pads 2.4 cm along x).
+  Returns float32[7] (and `holding`, always False)."""
+  d = state.pipeline_state
+  m = env.mj_model
+  g = m.geom(f"{stove}_knob").id
+  tcp = env.tcp_pos(d)
+  c = d.geom_xpos[g]
+  bar = d.geom_xmat[g].reshape(3, 3)[:, 2]
+  b = bar[:2] / (jnp.linalg.norm(bar[:2]) + 1e-9)
+  b = jnp.where(b[0] < 0, -b, b)                   # the bar's end away from the robot
+  t = jnp.array([-b[1], b[0]])                     # which way that end goes when turned on
+  rel = tcp[:2] - c[:2]
+  a, tau = jnp.dot(rel, b), jnp.dot(rel, t)
+  z_push = c[2] + 0.005                            # tip pads level with the bar
+  low = tcp[2] < z_push + 0.006                    # down at the bar: a finger above it slips over
+  behind = (tau < -0.005) & (a > radius - 0.02) & (a < radius + 0.025)
+  pre = c[:2] + b * radius - t * 0.028
+  dxy = jnp.linalg.norm(tcp[:2] - pre)
+  # pushing a turning lever slides the finger out along it: aim a little inward of `radius`
+  goal_push = jnp.concatenate([c[:2] + b * (radius - 0.006) + t * 0.03, z_push[None]])
+  goal_go = jnp.concatenate([pre, jnp.where(dxy < 0.01, z_push, hover)[None]])
+  goal_up = jnp.concatenate([tcp[:2], jnp.asarray(hover)[None]])
+  goal = jnp.where(low & behind, goal_push, jnp.where(low, goal_up, goal_go))
+  arm = move_action(env, d, goal, R_PUSH, max_speed)
+  action = jnp.clip(jnp.concatenate([arm, jnp.ones((1,))]), -1.0, 1.0).astype(jnp.float32)
+  return (action, jnp.asarray(False)) if with_holding else action
+
+
 class SuiteExpert:
   """A scripted expert for every task of a LiberoSuite (or LiberoTask): a plain function of the
   state, vmappable; `expert(state) -> f32[7]`.
@@ -304,8 +455,24 @@ class SuiteExpert:
     m = env.mj_model
     steps = []
     for p in spec.goal:
+      if p.name == "open":
+        done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
+                                            env._fixture_kinds)  # noqa: SLF001
+        ent = predicates._Entity(p.args[0], spec, m, env._contact_geoms,  # noqa: SLF001
+                                 env._fixture_kinds)  # noqa: SLF001
+        if ent.kind != "cabinet":
+          raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer opens yet")
+        drawer = _Drawer(env, ent)
+        steps.append((done, lambda s, dr=drawer: open_drawer(env, s, dr, with_holding=True)))
+        continue
+      if p.name == "turnon":
+        done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
+                                            env._fixture_kinds)  # noqa: SLF001
+        steps.append((done, lambda s, st=p.args[0]: turn_on_knob(env, s, st, with_holding=True)))
+        continue
       if p.name not in ("on", "in"):
-        raise ValueError(f"predicate {p.name}{tuple(p.args)} has no skill yet (have: on, in)")
+        raise ValueError(f"predicate {p.name}{tuple(p.args)} has no skill yet (have: on, in, "
+                         "open a drawer, turn on a stove)")
       obj = p.args[0]
       if obj not in env._obj_body:  # noqa: SLF001
         raise ValueError(f"{p.name}{tuple(p.args)}: {obj!r} is not an object")
@@ -321,7 +488,9 @@ class SuiteExpert:
       if owner and env._fixture_kinds[owner[0]] == "rack":  # noqa: SLF001
         raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
                          "not LIBERO's tilted slot, so no expert places a bottle in it yet")
-      if kind == "bowl":
+      if kind == "plate" and p.name == "on":
+        act = lambda s, o=obj, t=target: push(env, s, o, t, with_holding=True)  # noqa: E731
+      elif kind == "bowl":
         act = lambda s, o=obj, t=target: pick_place_bowl(env, s, bowl=o, target=t,  # noqa: E731
                                                          with_holding=True)
       elif kind in ("box", "cylinder", "bottle"):

@@ -137,10 +137,11 @@ def stove(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   params: half (hx, hy, hz)."""
   hx, hy, hz = f.param("half", (0.15, 0.2, 0.02))
   p = _Parts(f.name)
-  geoms = [p.add("surface", "plate", lambda g: geom(g, "box", (hx, hy, hz), DARK, pos=(0, 0, hz)))]
   j = f.joints[0] if f.joints else JointSpec("button", "hinge", (0.0, 0.0, 1.0), (hx - 0.04, -hy + 0.04, 2 * hz),
                                              (-0.005, 2.1), (hx - 0.06, -hy + 0.02, 2 * hz),
                                              (hx - 0.02, -hy + 0.06, 2 * hz + 0.03), damping=0.5)
+  geoms = [p.add("surface", name, lambda g, lo=lo, hi=hi: _box_between(g, lo, hi, DARK))
+           for name, (lo, hi) in _carve_knob(f, (hx, hy, hz), j)]
   jn = f"{f.name}_{j.suffix}"
   c = tuple(0.5 * (u + v) for u, v in zip(j.part_lo, j.part_hi))
   hl = max(0.5 * max(j.part_hi[0] - j.part_lo[0], j.part_hi[1] - j.part_lo[1]), 0.015)
@@ -154,6 +155,40 @@ def stove(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   xml = _root_body(f, pos, geoms, [body])
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
                       dict(half=(hx, hy, hz), top=2 * hz))
+
+
+def _carve_knob(f: FixtureSpec, half, j: JointSpec) -> list[tuple[str, tuple]]:
+  """The stove's base box (LIBERO's fitted collision box, in the kind's frame: x, y in +-half,
+  z in [0, 2 hz]) as boxes (name, (lo, hi)) around a well where the knob turns: LIBERO's fitted
+  box also covers the knob (its hinge part's box reaches down into it), so the fingers, which the
+  base stops, could not reach the knob. The well is the knob part's footprint down to the part's
+  bottom (kept below it); the rest of the box (its cook plate, `<stove>_plate`, and the strips
+  beside the well) keeps LIBERO's dimensions. No well when the knob is clear of the box."""
+  import numpy as np  # noqa: PLC0415
+  from envs.tasks import objects  # noqa: PLC0415
+  hx, hy, hz = half
+  fpos, fq = objects.kind_frame(f)
+  r = np.array(objects._quat_mat(fq))  # noqa: SLF001
+  corners = np.array([[x, y, z] for x in (j.part_lo[0], j.part_hi[0]) for y in (j.part_lo[1], j.part_hi[1])
+                      for z in (j.part_lo[2], j.part_hi[2])])
+  k = (corners - np.asarray(fpos)) @ r          # the knob part's corners in the kind's frame
+  x0, y0, z0 = np.maximum(k.min(0), (-hx, -hy, 0.0))
+  x1, y1, _ = np.minimum(k.max(0), (hx, hy, 2 * hz))
+  if x0 >= x1 or y0 >= y1 or z0 >= 2 * hz:
+    return [("plate", ((-hx, -hy, 0.0), (hx, hy, 2 * hz)))]
+  out = []
+  # the cook plate: the longer of the pieces left beside the well along x
+  sides = [(x1, hx), (-hx, x0)] if hx - x1 >= x0 + hx else [(-hx, x0), (x1, hx)]
+  for name, (a, b) in zip(("plate", "base_end"), sides):
+    if b - a > 1e-3:
+      out.append((name, ((a, -hy, 0.0), (b, hy, 2 * hz))))
+  if y0 + hy > 1e-3:
+    out.append(("base_side0", ((x0, -hy, 0.0), (x1, y0, 2 * hz))))
+  if hy - y1 > 1e-3:
+    out.append(("base_side1", ((x0, y1, 0.0), (x1, hy, 2 * hz))))
+  if z0 > 1e-3:
+    out.append(("base_well", ((x0, y0, 0.0), (x1, y1, z0))))
+  return out
 
 
 def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
