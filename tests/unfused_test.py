@@ -95,14 +95,7 @@ def test_benchmark_prints_only_finite_json_lines():
   rows = [json.loads(line) for line in p.stdout.splitlines()]  # every line parses
   assert len(rows) == 1
   row = rows[0]
-
-  def numbers(x):
-    if isinstance(x, dict):
-      for v in x.values():
-        yield from numbers(v)
-    elif isinstance(x, (int, float)) and not isinstance(x, bool):
-      yield x
-  assert all(math.isfinite(v) for v in numbers(row)), row
+  assert all(math.isfinite(v) for v in _numbers(row)), row
   assert row["bench"] == "fused_vs_unfused" and row["fused_unfused_ratio"] > 0
   assert row["fused_step_s_min"] <= row["fused_step_s"] <= row["fused_step_s_max"]
   assert row["compilation_cache"] is False  # compile times are not cache hits
