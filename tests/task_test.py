@@ -196,3 +196,18 @@ def test_ended_episodes_stay_ended_under_jit(env):
     assert bool(s.info["unstable"][1]) and not bool(s.info["success"][1]) and float(s.done[1]) == 1.0
     np.testing.assert_array_equal(s.reward, 0.0)
     assert np.all(np.isfinite(np.asarray(s.pipeline_state.qpos)))
+
+
+def test_reset_task_is_the_training_reset_of_the_one_task(env):
+  """launch.make_demos records from `reset_task` (the training stream): on this one-task env it is
+  `reset` itself (same layout for the same key, under jit); a LiberoTask given an instruction table
+  holds one physical task only, so it refuses instead of labelling layouts with other tasks."""
+  keys = jax.random.split(jax.random.PRNGKey(7), 3)
+  a = jax.jit(jax.vmap(lambda k: env.reset_task(0, k)))(keys)
+  b = jax.jit(jax.vmap(env.reset))(keys)
+  np.testing.assert_array_equal(np.asarray(a.pipeline_state.qpos), np.asarray(b.pipeline_state.qpos))
+  assert env.num_tasks == 1
+  assert not np.allclose(np.asarray(a.pipeline_state.qpos[0]), np.asarray(a.pipeline_state.qpos[1]))
+  multi = LiberoTask(cameras=(), instructions=("a", "b"))
+  with pytest.raises(ValueError, match="one-task env"):
+    multi.reset_task(0, keys[0])

@@ -380,6 +380,17 @@ class LiberoTask(base.Env):
                        {"success": success.astype(jnp.float32)}, info)
     return self.observe(state)
 
+  def reset_task(self, task: jax.Array, rng: jax.Array) -> base.State:
+    """A training reset of the given task (what demonstrations are recorded from, as the suites'
+    `reset_task`). This env holds one task, so `task` can only be 0 and this is `reset`: a fresh
+    layout from the placement regions (evaluation draws from `eval_reset`'s own stream)."""
+    if self.num_tasks != 1:
+      raise ValueError(f"{self._spec.name}: reset_task needs a one-task env; this one was given "
+                       f"{self.num_tasks} instructions (its physical task is task_id "
+                       f"{self._task_id} only)")
+    del task
+    return self.reset(rng)
+
   def apply_action(self, data, action: jax.Array, model=None):
     """OSC_POSE's set_goal for a 7-D LIBERO action (no physics): the goal pose (mocap) relative to
     the current end-effector pose, and the gripper's direction (the action's sign)."""
