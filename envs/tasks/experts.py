@@ -161,6 +161,14 @@ class _Shape:
     # round in plan (a can, a bottle): any yaw grasps it, so the hand keeps its own
     self.round = "half" not in p
     self.body = env._obj_body[name]  # noqa: SLF001
+    # the fixtures' box geoms (static ids and half sizes): a round object's grasp yaw keeps the
+    # hand's long side off them (_hand_clash)
+    m = env.mj_model
+    fixtures = tuple(getattr(env, "_fixture_kinds", {}))
+    ids = [i for i in range(m.ngeom) if m.geom_type[i] == 6 and
+           any((m.geom(i).name or "").startswith(f + "_") for f in fixtures)]
+    self.obstacles = (np.asarray(ids, np.int32), jnp.asarray(m.geom_size[ids], jnp.float32)) \
+        if ids else None
     self.center = jnp.asarray(np.asarray(fpos) + rf @ np.array([0.0, 0.0, half[2]]), jnp.float32)
     self.axes = jnp.asarray(rf, jnp.float32)
     self.half = jnp.asarray(half, jnp.float32)
@@ -207,6 +215,30 @@ class _Target:
     return pos[:2], pos[2] + ez + 0.01, pos[2] + ez + 0.04
 
 
+# The Panda hand's footprint seen from above: its collision capsule is 2 x (0.085 + 0.025) m along
+# the fingers' opening direction and 2 x 0.025 m across (envs/robots/panda.py's hand_collision).
+HAND_HALF_LONG, HAND_HALF_SHORT = 0.11, 0.025
+
+
+def _hand_clash(d, shape: _Shape, xy, yaw, z_floor):
+  """How many points of a grid over the hand's footprint lie over a fixture's box whose top is
+  above `z_floor`, for the hand centred at `xy` at yaw `yaw` (the fingers close, and the hand is
+  long, along yaw + pi/2, as `pick_place` sets it): a hand lifting from there would hit that box
+  (the wine rack's top next to the bottle in libero_goal 2)."""
+  ids, half = shape.obstacles
+  u = jnp.stack([jnp.cos(yaw + jnp.pi / 2), jnp.sin(yaw + jnp.pi / 2)])
+  v = jnp.stack([-u[1], u[0]])
+  s = jnp.linspace(-1.0, 1.0, 9)[:, None, None]
+  t = jnp.array([-1.0, 0.0, 1.0])[None, :, None]
+  pts = (xy + s * HAND_HALF_LONG * u + t * HAND_HALF_SHORT * v).reshape(-1, 2)
+  pos, mat = d.geom_xpos[ids], d.geom_xmat[ids].reshape(-1, 3, 3)
+  rel = jnp.concatenate([pts[None] - pos[:, None, :2], jnp.zeros((len(ids), pts.shape[0], 1))], -1)
+  local = jnp.einsum("gji,gpj->gpi", mat, rel)                   # R^T (p - c), per box
+  inside = jnp.all(jnp.abs(local[..., :2]) <= half[:, None, :2], -1)
+  top = pos[:, 2] + jnp.sum(jnp.abs(mat[:, 2, :]) * half, -1)
+  return jnp.sum(inside & (top > z_floor)[:, None])
+
+
 def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.0,
                approach_height: float = 0.08, with_holding: bool = False):
   """Pinch a compact object from above across its narrower horizontal side, near its top; lift
@@ -228,10 +260,16 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   # the hand's yaw now, and the nearer of the two (symmetric) yaws that close across `a`
   r_hand_now = env.tcp_mat(d) @ panda.EEF_ROT_HAND.T
   yaw_now = jnp.arctan2(r_hand_now[1, 0], r_hand_now[0, 0])
+  z_g = jnp.maximum(top - jnp.minimum(0.02, ez), 0.008)
   hand_yaw = yaw_now if shape.round else (
       yaw_now + _wrap_half(jnp.arctan2(a[1], a[0]) - jnp.pi / 2 - yaw_now))
+  if shape.round and shape.obstacles is not None:
+    # any yaw grasps a round object: turn a quarter only where that keeps more of the hand's long
+    # side off the fixtures it would lift into (so the hand keeps its yaw everywhere else)
+    turned = yaw_now + jnp.pi / 2
+    better = _hand_clash(d, shape, c[:2], turned, z_g) < _hand_clash(d, shape, c[:2], yaw_now, z_g)
+    hand_yaw = jnp.where(better, turned, yaw_now)
   r_goal = panda.rot_z(hand_yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
-  z_g = jnp.maximum(top - jnp.minimum(0.02, ez), 0.008)
   grasp = jnp.concatenate([c[:2], z_g[None]])
 
   dxy = jnp.linalg.norm(tcp[:2] - grasp[:2])
