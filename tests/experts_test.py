@@ -139,6 +139,8 @@ def test_round_grasp_yaw_keeps_the_hand_off_the_wine_rack(wine_env):
   clash = jax.jit(lambda dd, yaw: experts._hand_clash(dd, shape, xy, yaw, z))
 
   gpos, gmat = np.asarray(d.geom_xpos), np.asarray(d.geom_xmat).reshape(-1, 3, 3)
+  long_half, short_half = shape.hand_half
+  assert (long_half, short_half) == pytest.approx((0.11, 0.025))   # the Panda hand: 22 x 5 cm
 
   def oracle(yaw):
     u = np.array([np.cos(yaw + np.pi / 2), np.sin(yaw + np.pi / 2)])
@@ -146,7 +148,7 @@ def test_round_grasp_yaw_keeps_the_hand_off_the_wine_rack(wine_env):
     n = 0
     for s in np.linspace(-1, 1, 9):
       for t in (-1.0, 0.0, 1.0):
-        p = np.asarray(xy) + s * experts.HAND_HALF_LONG * u + t * experts.HAND_HALF_SHORT * v
+        p = np.asarray(xy) + s * long_half * u + t * short_half * v
         for g, h in zip(ids, np.asarray(half)):
           r = gmat[g]
           loc = r.T @ np.array([p[0] - gpos[g][0], p[1] - gpos[g][1], 0.0])

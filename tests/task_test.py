@@ -203,8 +203,8 @@ def test_reset_task_is_the_training_reset_of_the_one_task(env):
   `reset` itself (same layout for the same key, under jit); a LiberoTask given an instruction table
   holds one physical task only, so it refuses instead of labelling layouts with other tasks."""
   keys = jax.random.split(jax.random.PRNGKey(7), 3)
-  a = jax.jit(jax.vmap(lambda k: env.reset_task(0, k)))(keys)
-  b = jax.jit(jax.vmap(env.reset))(keys)
+  a, b = jax.jit(lambda ks: (jax.vmap(lambda k: env.reset_task(0, k))(ks),
+                             jax.vmap(env.reset)(ks)))(keys)      # one compilation for both
   np.testing.assert_array_equal(np.asarray(a.pipeline_state.qpos), np.asarray(b.pipeline_state.qpos))
   assert env.num_tasks == 1
   assert not np.allclose(np.asarray(a.pipeline_state.qpos[0]), np.asarray(a.pipeline_state.qpos[1]))

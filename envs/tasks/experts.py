@@ -169,6 +169,10 @@ class _Shape:
            any((m.geom(i).name or "").startswith(f + "_") for f in fixtures)]
     self.obstacles = (np.asarray(ids, np.int32), jnp.asarray(m.geom_size[ids], jnp.float32)) \
         if ids else None
+    # the hand's footprint seen from above, from its collision capsule (radius, half length along
+    # the fingers' opening direction): half sizes along and across that direction
+    radius, half_len = (float(x) for x in m.geom_size[m.geom("hand_collision").id][:2])
+    self.hand_half = (half_len + radius, radius)
     self.center = jnp.asarray(np.asarray(fpos) + rf @ np.array([0.0, 0.0, half[2]]), jnp.float32)
     self.axes = jnp.asarray(rf, jnp.float32)
     self.half = jnp.asarray(half, jnp.float32)
@@ -215,11 +219,6 @@ class _Target:
     return pos[:2], pos[2] + ez + 0.01, pos[2] + ez + 0.04
 
 
-# The Panda hand's footprint seen from above: its collision capsule is 2 x (0.085 + 0.025) m along
-# the fingers' opening direction and 2 x 0.025 m across (envs/robots/panda.py's hand_collision).
-HAND_HALF_LONG, HAND_HALF_SHORT = 0.11, 0.025
-
-
 def _hand_clash(d, shape: _Shape, xy, yaw, z_floor):
   """How many points of a grid over the hand's footprint lie over a fixture's box whose top is
   above `z_floor`, for the hand centred at `xy` at yaw `yaw` (the fingers close, and the hand is
@@ -230,7 +229,8 @@ def _hand_clash(d, shape: _Shape, xy, yaw, z_floor):
   v = jnp.stack([-u[1], u[0]])
   s = jnp.linspace(-1.0, 1.0, 9)[:, None, None]
   t = jnp.array([-1.0, 0.0, 1.0])[None, :, None]
-  pts = (xy + s * HAND_HALF_LONG * u + t * HAND_HALF_SHORT * v).reshape(-1, 2)
+  long_half, short_half = shape.hand_half
+  pts = (xy + s * long_half * u + t * short_half * v).reshape(-1, 2)
   pos, mat = d.geom_xpos[ids], d.geom_xmat[ids].reshape(-1, 3, 3)
   rel = jnp.concatenate([pts[None] - pos[:, None, :2], jnp.zeros((len(ids), pts.shape[0], 1))], -1)
   local = jnp.einsum("gji,gpj->gpi", mat, rel)                   # R^T (p - c), per box
