@@ -464,6 +464,28 @@ def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float =
   return (action, jnp.asarray(False)) if with_holding else action
 
 
+def _rise_after_release(env, act, done, target: _Target, above: float = 0.03):
+  """`act` (a pick-and-place skill) followed by a straight rise once it has placed its object:
+  while the predicate holds, the hand is open and its TCP is still below the target's clearance
+  height (+ `above`) within 12 cm of the aim, it goes straight up instead of on to the next
+  skill, which would otherwise sweep the fingers sideways through the target (dragging a basket,
+  with what was just put in it, after the next object) -- and counts as busy meanwhile."""
+
+  def rise(state):
+    action, holding = act(state)
+    d = state.pipeline_state
+    tcp = env.tcp_pos(d)
+    aim, _, clear = target.levels(d)
+    low = done(d) & ~holding & (tcp[2] < clear + above) & \
+        (jnp.linalg.norm(tcp[:2] - aim) < 0.12)
+    up = jnp.concatenate([tcp[:2], (clear + above + 0.02)[None]])
+    arm = move_action(env, d, up, env.tcp_mat(d), 0.6)
+    lift = jnp.clip(jnp.concatenate([arm, jnp.array([-1.0])]), -1.0, 1.0).astype(jnp.float32)
+    return jnp.where(low, lift, action), holding | low
+
+  return rise
+
+
 class SuiteExpert:
   """A scripted expert for every task of a LiberoSuite (or LiberoTask): a plain function of the
   state, vmappable; `expert(state) -> f32[7]`.
@@ -536,6 +558,8 @@ class SuiteExpert:
         act = lambda s, sh=shape, tg=target: pick_place(env, s, sh, tg, with_holding=True)  # noqa: E731
       else:
         raise ValueError(f"{p.name}{tuple(p.args)}: no grasp for kind {kind!r} yet")
+      if kind != "plate":
+        act = _rise_after_release(env, act, done, target)
       steps.append((done, act))
     return steps
 
