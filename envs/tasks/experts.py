@@ -52,14 +52,8 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_
   [-1, 1] (and whether the hand holds the bowl, with `with_holding`)."""
   d = state.pipeline_state
   p = env.built.objects[bowl].params
-  if isinstance(target, str):
-    target = _Target(env, "on", target)
-  tcp = env.tcp_pos(d)
   bowl_pos, bowl_quat = env.object_pos(d, bowl), env.object_quat(d, bowl)
-  opening = env.gripper_opening(d)
-
-  # Grasp the stave whose direction is nearest +y (towards the table centre line); rotate the hand
-  # about z so the fingers close across that stave.
+  # Grasp the stave whose direction is nearest +y (towards the table centre line).
   n = p["n_staves"]
   (r0, z0), (r1, z1) = p["stave_bottom"], p["stave_top"]
   yaw = _yaw(bowl_quat)
@@ -72,23 +66,81 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_
   zmid = zg_local + 0.0046
   rg = r0 + (zmid - z0) / (z1 - z0) * (r1 - r0)
   grasp = bowl_pos + jnp.array([rg * jnp.cos(theta), rg * jnp.sin(theta), zg_local])
+  return _pinch_stave(env, state, target, bowl_pos, grasp, theta, jnp.arctan2(r1 - r0, z1 - z0),
+                      p["radius"], max_speed, approach_height, carry_height, with_holding)
+
+
+class _Mug:
+  """A mug's wall staves, base and handle (geom ids), for pinching its wall from above."""
+
+  def __init__(self, env, name: str):
+    import numpy as np  # noqa: PLC0415
+    m = env.mj_model
+    ids = [i for i in range(m.ngeom) if (m.geom(i).name or "").startswith(f"{name}_stave")]
+    self.staves = jnp.asarray(np.asarray(ids, np.int32))
+    self.half_len = float(m.geom_size[ids[0]][1])       # capsule half length
+    self.base = m.geom(f"{name}_base").id
+    self.base_half = float(m.geom_size[self.base][1])
+    self.handle = m.geom(f"{name}_handle_bar").id
+    self.radius = float(env.built.objects[name].params["radius"])
+
+
+def pick_place_mug(env, state, mug: "_Mug", target: "_Target", max_speed: float = 1.0,
+                   approach_height: float = 0.08, carry_height: float = 0.16,
+                   with_holding: bool = False):
+  """Pinch a mug's wall near its rim, on the stave nearest +y that is at least 70 degrees from
+  the handle, lift, carry over the target, lower and release (as `pick_place_bowl`, with the
+  staves read from the mug's geoms, whose kind frame may be turned inside LIBERO's body)."""
+  d = state.pipeline_state
+  up = d.geom_xmat[mug.base].reshape(3, 3)[:, 2]
+  bottom = d.geom_xpos[mug.base] - 0.008 * up              # the base disc sits 8 mm up
+  tops = d.geom_xpos[mug.staves] + mug.half_len * up      # the staves' upper segment ends
+  centre = jnp.mean(d.geom_xpos[mug.staves], 0)
+  rel = d.geom_xpos[mug.staves][:, :2] - centre[:2]
+  ang = jnp.arctan2(rel[:, 1], rel[:, 0])
+  hrel = d.geom_xpos[mug.handle][:2] - centre[:2]
+  handle_ang = jnp.arctan2(hrel[1], hrel[0])
+  off_handle = jnp.abs(_wrap(ang - handle_ang)) > jnp.deg2rad(70.0)
+  cost = jnp.abs(_wrap(ang - jnp.pi / 2)) + jnp.where(off_handle, 0.0, 10.0)
+  k = jnp.argmin(cost)
+  theta = ang[k]
+  # the TCP 2.6 cm under the stave's top end: both finger pads on the stave, under the rim
+  grasp = tops[k] - jnp.array([0.0, 0.0, 0.026])
+  # a tall mug tips when dropped from the bowl's release height: lowered 1 cm further
+  return _pinch_stave(env, state, target, bottom, grasp, theta, 0.0, mug.radius, max_speed,
+                      approach_height, carry_height, with_holding, lower=0.01, up=up)
+
+
+def _pinch_stave(env, state, target, ref, grasp, theta, flare, radius, max_speed, approach_height,
+                 carry_height, with_holding, lower=0.0, up=None):
+  """Reach `grasp` (a point on a vertical-ish wall stave at angle `theta` round the object),
+  close across the stave, lift; carry the object's bottom centre `ref` over the target, lower,
+  release (`lower`: that much below the target's release height). `flare`: the wall's lean out
+  from vertical (the fingers tilt to match it). `up`: the object's axis; given, the carrying hand
+  turns to keep it vertical (a mug pinched by its wall swings about the pinch as it is carried)."""
+  d = state.pipeline_state
+  if isinstance(target, str):
+    target = _Target(env, "on", target)
+  tcp = env.tcp_pos(d)
+  opening = env.gripper_opening(d)
+  # rotate the hand about z so the fingers close across the stave
   hand_yaw = _wrap(theta - jnp.pi / 2)
   # fingers are symmetric: choose the equivalent yaw nearest zero
   hand_yaw = jnp.where(hand_yaw > jnp.pi / 2, hand_yaw - jnp.pi, hand_yaw)
   hand_yaw = jnp.where(hand_yaw < -jnp.pi / 2, hand_yaw + jnp.pi, hand_yaw)
 
   dxy = jnp.linalg.norm(tcp[:2] - grasp[:2])
-  lifted = bowl_pos[2] > 0.02
+  lifted = ref[2] > 0.02
   closed = opening < 0.010
   empty = opening < 0.0015
   holding = lifted & closed & ~empty
 
   # Phase A: reach, descend, close, lift.
-  above = jnp.concatenate([grasp[:2], jnp.array([grasp[2] + approach_height])])
+  above = jnp.concatenate([grasp[:2], (grasp[2] + approach_height)[None]])
   high_enough = tcp[2] > grasp[2] + approach_height - 0.03
   a_xy = jnp.where(high_enough | (dxy < 0.02), grasp[:2], tcp[:2])
   aligned = dxy < 0.012
-  near = jnp.linalg.norm(tcp[:2] - bowl_pos[:2]) < p["radius"] + 0.02
+  near = jnp.linalg.norm(tcp[:2] - ref[:2]) < radius + 0.02
   at_bottom = (tcp[2] < grasp[2] + 0.008) & aligned
   closing = (opening < 0.036) & near & (tcp[2] < grasp[2] + 0.015)
   pinching = closed & ~empty & near
@@ -99,17 +151,18 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_
   a_z = jnp.where(closing & ~pinching & ~empty, grasp[2], a_z)    # hold height while closing
   goal_a = jnp.concatenate([a_xy, a_z[None]])
 
-  # Phase B: carry over the target, lower, release (the bowl's origin is its bottom centre).
+  # Phase B: carry over the target, lower, release.
   aim_xy, bottom_z, clear_z = target.levels(d)
-  offset = tcp - bowl_pos
+  bottom_z = bottom_z - lower
+  offset = tcp - ref
   place_xy = aim_xy + offset[:2]
-  dplace = jnp.linalg.norm(bowl_pos[:2] - aim_xy)
+  dplace = jnp.linalg.norm(ref[:2] - aim_xy)
   carry_z = jnp.maximum(carry_height, clear_z + offset[2] + 0.02)
   b_xy = jnp.where((tcp[2] > carry_z - 0.04) | (dplace < 0.03), place_xy, tcp[:2])
   release_z = bottom_z + offset[2]
-  low = bowl_pos[2] < bottom_z + 0.028
+  low = ref[2] < bottom_z + 0.028
   b_z = jnp.where((dplace < 0.012) | (low & (dplace < 0.025)), release_z, carry_z)
-  release = (dplace < 0.02) & (bowl_pos[2] < bottom_z + 0.008)
+  release = (dplace < 0.02) & (ref[2] < bottom_z + 0.008)
   goal_b = jnp.concatenate([b_xy, b_z[None]])
 
   goal = jnp.where(holding, goal_b, goal_a)
@@ -117,12 +170,17 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_
 
   # tilt the fingers parallel to the flared wall (about the hand's x axis, the wall's tangent), so
   # that both pads of each finger lie on the stave: four contacts, a grasp that cannot roll
-  flare = jnp.arctan2(r1 - r0, z1 - z0)
   r_hand = panda.rot_z(hand_yaw) @ R_DOWN_HAND
   radial = jnp.array([jnp.cos(theta), jnp.sin(theta), 0.0])
-  inward = jnp.dot(r_hand[:, 1], radial) < 0          # hand +y points to the bowl's centre
+  inward = jnp.dot(r_hand[:, 1], radial) < 0          # hand +y points to the object's centre
   r_goal = r_hand @ panda.rot_x(jnp.where(inward, -flare, flare)) @ panda.EEF_ROT_HAND
-  r_goal = jnp.where(holding, env.tcp_mat(d), r_goal)   # carrying: keep the hand's orientation
+  r_carry = env.tcp_mat(d)                            # carrying: keep the hand's orientation
+  if up is not None:                                  # ... turned by what sets `up` vertical
+    w = jnp.cross(up, jnp.array([0.0, 0.0, 1.0]))
+    sn, cs = jnp.linalg.norm(w), up[2]
+    k = jnp.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]]) / (sn + 1e-9)
+    r_carry = (jnp.eye(3) + sn * k + (1 - cs) * (k @ k)) @ r_carry
+  r_goal = jnp.where(holding, r_carry, r_goal)
   arm = move_action(env, d, goal, r_goal, max_speed)
   grip = jnp.where(close, 1.0, -1.0)
   action = jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)
@@ -464,21 +522,30 @@ def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float =
   return (action, jnp.asarray(False)) if with_holding else action
 
 
-def _rise_after_release(env, act, done, target: _Target, above: float = 0.03):
-  """`act` (a pick-and-place skill) followed by a straight rise once it has placed its object:
-  while the predicate holds, the hand is open and its TCP is still below the target's clearance
-  height (+ `above`) within 12 cm of the aim, it goes straight up instead of on to the next
-  skill, which would otherwise sweep the fingers sideways through the target (dragging a basket,
-  with what was just put in it, after the next object) -- and counts as busy meanwhile."""
+def _rise_after_release(env, act, done, target: _Target, obj: str, above: float = 0.03):
+  """`act` (a pick-and-place skill for `obj`) followed by a straight rise once it has placed the
+  object: while the predicate holds, the hand is open and its TCP is still below `above` over the
+  higher of the target's clearance height and the object's top, within 12 cm of the aim, it goes
+  straight up instead of on to the next skill -- which would otherwise sweep the fingers sideways
+  through what was just placed (a basket dragged after the next object, a mug knocked off its
+  plate) -- and counts as busy meanwhile."""
+  import numpy as np  # noqa: PLC0415
+  m = env.mj_model
+  ids = jnp.asarray(np.flatnonzero(m.geom_bodyid == env._obj_body[obj]).astype(np.int32))  # noqa: SLF001
+  rbound = jnp.asarray(m.geom_rbound[np.asarray(ids)], jnp.float32)
 
   def rise(state):
     action, holding = act(state)
     d = state.pipeline_state
     tcp = env.tcp_pos(d)
     aim, _, clear = target.levels(d)
-    low = done(d) & ~holding & (tcp[2] < clear + above) & \
-        (jnp.linalg.norm(tcp[:2] - aim) < 0.12)
-    up = jnp.concatenate([tcp[:2], (clear + above + 0.02)[None]])
+    top = jnp.max(d.geom_xpos[ids, 2] + rbound)       # the object's top (bounding spheres)
+    height = jnp.maximum(clear, top) + above
+    low = done(d) & ~holding & (tcp[2] < height) & (jnp.linalg.norm(tcp[:2] - aim) < 0.12)
+    # the fingers open fully before the hand rises (rising while they open drags a pinched wall
+    # up with them and tips a mug)
+    opened = env.gripper_opening(d) > 0.035
+    up = jnp.concatenate([tcp[:2], jnp.where(opened, height + 0.02, tcp[2])[None]])
     arm = move_action(env, d, up, env.tcp_mat(d), 0.6)
     lift = jnp.clip(jnp.concatenate([arm, jnp.array([-1.0])]), -1.0, 1.0).astype(jnp.float32)
     return jnp.where(low, lift, action), holding | low
@@ -553,13 +620,16 @@ class SuiteExpert:
       elif kind == "bowl":
         act = lambda s, o=obj, t=target: pick_place_bowl(env, s, bowl=o, target=t,  # noqa: E731
                                                          with_holding=True)
+      elif kind == "mug":
+        act = lambda s, mg=_Mug(env, obj), t=target: pick_place_mug(env, s, mg, t,  # noqa: E731
+                                                                     with_holding=True)
       elif kind in ("box", "cylinder", "bottle"):
         shape = _Shape(env, obj)
         act = lambda s, sh=shape, tg=target: pick_place(env, s, sh, tg, with_holding=True)  # noqa: E731
       else:
         raise ValueError(f"{p.name}{tuple(p.args)}: no grasp for kind {kind!r} yet")
       if kind != "plate":
-        act = _rise_after_release(env, act, done, target)
+        act = _rise_after_release(env, act, done, target, obj)
       steps.append((done, act))
     return steps
 

@@ -199,11 +199,13 @@ def in_frame(spec, geoms: list[str]) -> list[str]:
   return [f'<frame pos="{_f(*pos)}" quat="{_f(*quat)}">'] + ["  " + g for g in geoms] + ["</frame>"]
 
 
-def _body(o: ObjectSpec, pos, geoms: list[str], mass: float, com_z: float, inertia) -> str:
-  """A free body whose geoms (given in the kind's frame) sit in the LIBERO root frame."""
+def _body(o: ObjectSpec, pos, geoms: list[str], mass: float, com_z: float, inertia,
+          com_xy: tuple[float, float] = (0.0, 0.0)) -> str:
+  """A free body whose geoms (given in the kind's frame) sit in the LIBERO root frame; its centre
+  of mass at (com_xy, com_z) in the kind's frame."""
   fpos, fq = kind_frame(o)
   r = _quat_mat(fq)
-  com = [fpos[i] + r[i][2] * com_z for i in range(3)]
+  com = [fpos[i] + r[i][0] * com_xy[0] + r[i][1] * com_xy[1] + r[i][2] * com_z for i in range(3)]
   # inertia about the com, kind axes -> root axes: R diag(I) R^T
   full = [[sum(r[i][k] * inertia[k] * r[j][k] for k in range(3)) for j in range(3)] for i in range(3)]
   fi = (full[0][0], full[1][1], full[2][2], full[0][1], full[0][2], full[1][2])
@@ -305,8 +307,12 @@ def mug(o: ObjectSpec, pos=(0.0, 0.0, 0.0), n_staves: int = 10) -> BuiltObject:
   g = f"{o.name}_handle_bar"
   geoms.append(geom(g, "capsule", (0.006,), o.rgba, fromto=(*b, 0.3 * h, *b, 0.75 * h)))
   grasp.append(g)
-  feet, support = _feet(o.name, o.rgba, [(cx + x, cy + y) for x, y in _ring(0.6 * r, 3, math.pi / 6)])
-  xml = _body(o, pos, geoms + feet, mass, 0.4 * h, _cyl_inertia(mass, r, h))
+  # LIBERO's mug stands on a flat base as wide as its body: four feet near the rim, and the centre
+  # of mass over the body (a little toward the handle); with three feet at 0.6 r around the kind
+  # frame's origin a mug set down upright stood 3 mm from tipping and fell over
+  feet, support = _feet(o.name, o.rgba, [(cx + x, cy + y) for x, y in _ring(0.8 * r, 4, math.pi / 4)])
+  com_xy = (cx + 0.1 * (r + hl) * ux, cy + 0.1 * (r + hl) * uy)
+  xml = _body(o, pos, geoms + feet, mass, 0.4 * h, _cyl_inertia(mass, r, h), com_xy)
   return BuiltObject(xml, tuple(support), (gb,), tuple(grasp), tuple(visual), 0.0,
                      dict(radius=r, height=h, handle_length=hl, top=h, inner_surfaces=(gb,)))
 
