@@ -46,19 +46,21 @@ def move_action(env, data, goal_pos: jax.Array, r_goal: jax.Array, max_speed: fl
 
 def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_1",
                     max_speed: float = 1.0, approach_height: float = 0.10,
-                    carry_height: float = 0.14, with_holding: bool = False):
-  """Expert for 'pick up the bowl and place it on the plate': pinch one wall stave, lift, carry,
-  lower over the target (an object's name, or a `_Target`), release.  Returns float32[7] in
-  [-1, 1] (and whether the hand holds the bowl, with `with_holding`)."""
+                    carry_height: float = 0.14, with_holding: bool = False,
+                    side: float = jnp.pi / 2):
+  """Expert for 'pick up the bowl and place it on the plate': pinch one wall stave (the one
+  nearest the world direction at angle `side`), lift, carry, lower over the target (an object's
+  name, or a `_Target`), release.  Returns float32[7] in [-1, 1] (and whether the hand holds the
+  bowl, with `with_holding`)."""
   d = state.pipeline_state
   p = env.built.objects[bowl].params
   bowl_pos, bowl_quat = env.object_pos(d, bowl), env.object_quat(d, bowl)
-  # Grasp the stave whose direction is nearest +y (towards the table centre line).
+  # Grasp the stave whose direction is nearest `side` (+y: towards the table centre line).
   n = p["n_staves"]
   (r0, z0), (r1, z1) = p["stave_bottom"], p["stave_top"]
   yaw = _yaw(bowl_quat)
   step = 2 * jnp.pi / n
-  k = jnp.round(_wrap(jnp.pi / 2 - yaw) / step)
+  k = jnp.round(_wrap(side - yaw) / step)
   theta = yaw + k * step
   # TCP height so both pads of each finger (tip pad 4.4 mm below the end-effector site, upper pad
   # 1.8 cm above it) lie on the stave; radius of the stave at the pads' mid height.
@@ -133,14 +135,15 @@ def _pinch_stave(env, state, target, ref, grasp, theta, flare, radius, max_speed
   lifted = ref[2] > 0.02
   closed = opening < 0.010
   empty = opening < 0.0015
-  holding = lifted & closed & ~empty
+  near = jnp.linalg.norm(tcp[:2] - ref[:2]) < radius + 0.02
+  # (near: closed fingers elsewhere -- pushing a drawer shut with the bowl in it -- hold nothing)
+  holding = lifted & closed & ~empty & near
 
   # Phase A: reach, descend, close, lift.
   above = jnp.concatenate([grasp[:2], (grasp[2] + approach_height)[None]])
   high_enough = tcp[2] > grasp[2] + approach_height - 0.03
   a_xy = jnp.where(high_enough | (dxy < 0.02), grasp[:2], tcp[:2])
   aligned = dxy < 0.012
-  near = jnp.linalg.norm(tcp[:2] - ref[:2]) < radius + 0.02
   at_bottom = (tcp[2] < grasp[2] + 0.008) & aligned
   closing = (opening < 0.036) & near & (tcp[2] < grasp[2] + 0.015)
   pinching = closed & ~empty & near
@@ -487,6 +490,78 @@ def open_drawer(env, state, drawer: _Drawer, max_speed: float = 0.6, tilt: float
   return (action, holding) if with_holding else action
 
 
+class _DrawerTarget:
+  """In(object, a drawer's region) with the drawer open: the region rides the drawer, and only the
+  part of the drawer out in front of the cabinet takes an object lowered from above (the next
+  drawer's floor or the top slab sits a few cm over its floor, less than a bowl's height). Aims
+  along the slide at the middle between the front edge of the lowest cabinet surface above the
+  drawer's floor and the floor's own front edge; across it at the region's centre. Releases just
+  over the drawer's floor; clears the drawer's front. The same `levels` as `_Target`."""
+
+  def __init__(self, env, target: _Target, drawer: _Drawer, cabinet: str):
+    import numpy as np  # noqa: PLC0415
+    m = env.mj_model
+    self.target, self.drawer = target, drawer
+    jname = m.joint(drawer.joint).name
+    self.floor = m.geom(jname + "_floor").id
+    self.front = m.geom(jname + "_front").id
+    # the cabinet's colliding boxes (the top slab, the other drawers' floors) that can overhang it
+    ids = [m.geom(g).id for g in env._contact_geoms[cabinet]  # noqa: SLF001
+           if m.geom_type[m.geom(g).id] == 6 and not g.startswith(jname)]
+    if not ids:
+      raise ValueError(f"{cabinet!r}: no cabinet surface found over {jname!r}")
+    self.ids = jnp.asarray(np.asarray(ids, np.int32))
+    self.halves = jnp.asarray(m.geom_size[ids], jnp.float32)
+    self.floor_half = jnp.asarray(m.geom_size[self.floor], jnp.float32)
+    self.front_half = jnp.asarray(m.geom_size[self.front], jnp.float32)
+
+  def levels(self, d):
+    pos, _ = self.target.entity.pose(d)
+    _, out, _ = self.drawer.frame(d)
+    out = out / jnp.linalg.norm(out)
+    along = lambda r, half: jnp.sum(jnp.abs(jnp.swapaxes(r, -1, -2) @ out) * half, -1)  # noqa: E731
+    up = lambda r, half: jnp.sum(jnp.abs(r[..., 2, :]) * half, -1)  # noqa: E731
+    rf = d.geom_xmat[self.floor].reshape(3, 3)
+    floor_edge = jnp.dot(d.geom_xpos[self.floor], out) + along(rf, self.floor_half)
+    floor_top = d.geom_xpos[self.floor][2] + up(rf, self.floor_half)
+    r = d.geom_xmat[self.ids].reshape(-1, 3, 3)
+    c = d.geom_xpos[self.ids]
+    bottoms = c[:, 2] - up(r, self.halves)
+    over = (bottoms > floor_top - 0.005) & (bottoms < floor_top + 0.15)
+    edge = jnp.max(jnp.where(over, c @ out + along(r, self.halves), -jnp.inf))
+    s_aim = 0.5 * (floor_edge + edge)
+    aim = pos + (s_aim - jnp.dot(pos, out)) * out
+    rfr = d.geom_xmat[self.front].reshape(3, 3)
+    front_top = d.geom_xpos[self.front][2] + up(rfr, self.front_half)
+    return aim[:2], floor_top + 0.012, front_top + 0.03
+
+
+def close_drawer(env, state, drawer: _Drawer, max_speed: float = 0.5, tilt: float = 0.5,
+                 with_holding: bool = False):
+  """Push a drawer shut by its handle bar: closed fingers, the hand turned so its long side lies
+  along the bar and leaned `tilt` out (the palm stays clear of the cabinet above), come down in
+  front of the bar at its height and push along the slide (the goal rides with the bar). Returns
+  float32[7] (and False: nothing is held)."""
+  d = state.pipeline_state
+  tcp = env.tcp_pos(d)
+  bar, out, _ = drawer.frame(d)
+  u = out[:2] / (jnp.linalg.norm(out[:2]) + 1e-9)
+  r_goal = _lean(u, tilt) @ panda.rot_z(jnp.pi / 2) @ R_DOWN
+  rel = tcp - bar
+  s = jnp.dot(rel[:2], u)                               # in front of the bar (along out)
+  lateral = jnp.linalg.norm(rel[:2] - s * u)
+  level = jnp.abs(rel[2]) < 0.015
+  start = bar + jnp.concatenate([0.045 * u, jnp.zeros(1)])
+  above = start + jnp.array([0.0, 0.0, 0.10])
+  lined = (lateral < 0.015) & (s > -0.03) & (s < 0.06)
+  goal = jnp.where(lined & (rel[2] < 0.12), start, above)
+  push_goal = bar - jnp.concatenate([0.06 * u, jnp.zeros(1)])
+  goal = jnp.where(lined & level, push_goal, goal)
+  arm = move_action(env, d, goal, r_goal, max_speed)
+  action = jnp.clip(jnp.concatenate([arm, jnp.ones(1)]), -1.0, 1.0).astype(jnp.float32)
+  return (action, jnp.asarray(False)) if with_holding else action
+
+
 def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float = 0.028,
                  hover: float = 0.09, with_holding: bool = False):
   """Turn a stove's knob on (counter-clockwise from above, LIBERO's TurnOn: hinge angle >= 0.5):
@@ -525,26 +600,34 @@ def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float =
 def _rise_after_release(env, act, done, target: _Target, obj: str, above: float = 0.03):
   """`act` (a pick-and-place skill for `obj`) followed by a straight rise once it has placed the
   object: while the predicate holds, the hand is open and its TCP is still below `above` over the
-  higher of the target's clearance height and the object's top, within 12 cm of the aim, it goes
+  higher of the target's clearance height and the object's top, and over the object, it goes
   straight up instead of on to the next skill -- which would otherwise sweep the fingers sideways
   through what was just placed (a basket dragged after the next object, a mug knocked off its
   plate) -- and counts as busy meanwhile."""
   import numpy as np  # noqa: PLC0415
   m = env.mj_model
-  ids = jnp.asarray(np.flatnonzero(m.geom_bodyid == env._obj_body[obj]).astype(np.int32))  # noqa: SLF001
-  rbound = jnp.asarray(m.geom_rbound[np.asarray(ids)], jnp.float32)
+  body = env._obj_body[obj]  # noqa: SLF001
+  gids = np.flatnonzero(m.geom_bodyid == body)
+  ids = jnp.asarray(gids.astype(np.int32))
+  rbound = jnp.asarray(m.geom_rbound[gids], jnp.float32)
+  # the object's reach round its origin, seen from above: the fingers are still in or at it
+  reach = float(np.max(np.linalg.norm(m.geom_pos[gids, :2], axis=1) + m.geom_rbound[gids])) + 0.02
+  fv = jnp.asarray([m.jnt_dofadr[m.joint(j).id] for j in panda.FINGER_JOINTS])
 
   def rise(state):
     action, holding = act(state)
     d = state.pipeline_state
     tcp = env.tcp_pos(d)
-    aim, _, clear = target.levels(d)
+    _, _, clear = target.levels(d)
     top = jnp.max(d.geom_xpos[ids, 2] + rbound)       # the object's top (bounding spheres)
     height = jnp.maximum(clear, top) + above
-    low = done(d) & ~holding & (tcp[2] < height) & (jnp.linalg.norm(tcp[:2] - aim) < 0.12)
+    near = jnp.linalg.norm(tcp[:2] - d.xpos[body, :2]) < reach
+    low = done(d) & ~holding & (tcp[2] < height) & near
     # the fingers open fully before the hand rises (rising while they open drags a pinched wall
     # up with them and tips a mug)
-    opened = env.gripper_opening(d) > 0.035
+    # (or have stopped opening: a finger jammed against a basket's wall must not hold the hand)
+    opened = (env.gripper_opening(d) > 0.035) | \
+        ((env.gripper_opening(d) > 0.012) & (jnp.max(jnp.abs(d.qvel[fv])) < 0.002))
     up = jnp.concatenate([tcp[:2], jnp.where(opened, height + 0.02, tcp[2])[None]])
     arm = move_action(env, d, up, env.tcp_mat(d), 0.6)
     lift = jnp.clip(jnp.concatenate([arm, jnp.array([-1.0])]), -1.0, 1.0).astype(jnp.float32)
@@ -580,7 +663,8 @@ class SuiteExpert:
   def _plan(env, spec):
     """[(done_fn, act_fn)] per goal predicate, in order; ValueError when a skill is missing."""
     m = env.mj_model
-    steps = []
+    steps, closing = [], []       # closing drawers comes last (after putting things in them)
+    opened = {q.args[0] for q in spec.init if q.name == "open"}
     for p in spec.goal:
       if p.name == "open":
         done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
@@ -591,6 +675,16 @@ class SuiteExpert:
           raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer opens yet")
         drawer = _Drawer(env, ent)
         steps.append((done, lambda s, dr=drawer: open_drawer(env, s, dr, with_holding=True)))
+        continue
+      if p.name == "close":
+        done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
+                                            env._fixture_kinds)  # noqa: SLF001
+        ent = predicates._Entity(p.args[0], spec, m, env._contact_geoms,  # noqa: SLF001
+                                 env._fixture_kinds)  # noqa: SLF001
+        if ent.kind != "cabinet":
+          raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer closes yet")
+        drawer = _Drawer(env, ent)
+        closing.append((done, lambda s, dr=drawer: close_drawer(env, s, dr, with_holding=True)))
         continue
       if p.name == "turnon":
         done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
@@ -609,8 +703,11 @@ class SuiteExpert:
       target = _Target(env, p.name, p.args[1], spec)
       if target.site is not None and m.body_jntnum[m.site_bodyid[target.site]] and \
          m.jnt_type[m.body_jntadr[m.site_bodyid[target.site]]] != 0:
-        raise ValueError(f"{p.name}{tuple(p.args)}: the target rides a drawer or door, which the "
-                         "expert cannot open yet")
+        ent = target.entity
+        if p.name != "in" or ent.kind != "cabinet" or p.args[1] not in opened:
+          raise ValueError(f"{p.name}{tuple(p.args)}: the target rides a drawer or door that "
+                           "starts closed, which the expert cannot open first yet")
+        target = _DrawerTarget(env, target, _Drawer(env, ent), ent.parent)
       owner = [f for f in env._fixture_kinds if p.args[1].startswith(f + "_")]  # noqa: SLF001
       if owner and env._fixture_kinds[owner[0]] == "rack":  # noqa: SLF001
         raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
@@ -618,8 +715,11 @@ class SuiteExpert:
       if kind == "plate" and p.name == "on":
         act = lambda s, o=obj, t=target: push(env, s, o, t, with_holding=True)  # noqa: E731
       elif kind == "bowl":
-        act = lambda s, o=obj, t=target: pick_place_bowl(env, s, bowl=o, target=t,  # noqa: E731
-                                                         with_holding=True)
+        # into a drawer: the stave toward the robot (-x), so the hand's long side lies across the
+        # drawer's slide, clear of the handles of the drawers above
+        side = jnp.pi if isinstance(target, _DrawerTarget) else jnp.pi / 2
+        act = lambda s, o=obj, t=target, sd=side: pick_place_bowl(  # noqa: E731
+            env, s, bowl=o, target=t, with_holding=True, side=sd)
       elif kind == "mug":
         act = lambda s, mg=_Mug(env, obj), t=target: pick_place_mug(env, s, mg, t,  # noqa: E731
                                                                      with_holding=True)
@@ -631,7 +731,7 @@ class SuiteExpert:
       if kind != "plate":
         act = _rise_after_release(env, act, done, target, obj)
       steps.append((done, act))
-    return steps
+    return steps + closing
 
   def __call__(self, state) -> jax.Array:
     d = state.pipeline_state
