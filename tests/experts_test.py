@@ -1,8 +1,9 @@
 """Scripted experts on LIBERO-MJX: the per-task dispatcher solves each of libero_object's ten tasks
 from one of LIBERO's evaluation states under jit at the shipped horizon (goal true at the end, no
 blow-up; `make test-slow`); libero_goal's drawer, knob and push skills each reach their goal from
-one evaluation state (`make test-slow`; `make test` checks that they are dispatched); the tasks
-without a skill are named; `launch.make_demos` writes the documented format. (`make test` runs task_test's expert on libero_bowl_on_plate.)
+one evaluation state (`make test-slow`; `make test` checks that they are dispatched); so do
+libero_10's two-objects-in-the-basket, mug-on-plate and bowl-into-the-drawer-and-close-it tasks
+(`make test-slow`; dispatch in `make test`); the tasks without a skill are named; `launch.make_demos` writes the documented format. (`make test` runs task_test's expert on libero_bowl_on_plate.)
 
 `make test-slow` also runs the issue's criterion itself: every covered task over all 50 evaluation states,
 >= 90% each, through `launch.eval --policy=expert`.
