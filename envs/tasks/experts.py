@@ -666,25 +666,16 @@ class SuiteExpert:
     steps, closing = [], []       # closing drawers comes last (after putting things in them)
     opened = {q.args[0] for q in spec.init if q.name == "open"}
     for p in spec.goal:
-      if p.name == "open":
+      if p.name in ("open", "close"):
         done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
                                             env._fixture_kinds)  # noqa: SLF001
         ent = predicates._Entity(p.args[0], spec, m, env._contact_geoms,  # noqa: SLF001
                                  env._fixture_kinds)  # noqa: SLF001
         if ent.kind != "cabinet":
-          raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer opens yet")
-        drawer = _Drawer(env, ent)
-        steps.append((done, lambda s, dr=drawer: open_drawer(env, s, dr, with_holding=True)))
-        continue
-      if p.name == "close":
-        done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
-                                            env._fixture_kinds)  # noqa: SLF001
-        ent = predicates._Entity(p.args[0], spec, m, env._contact_geoms,  # noqa: SLF001
-                                 env._fixture_kinds)  # noqa: SLF001
-        if ent.kind != "cabinet":
-          raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer closes yet")
-        drawer = _Drawer(env, ent)
-        closing.append((done, lambda s, dr=drawer: close_drawer(env, s, dr, with_holding=True)))
+          raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer {p.name}s yet")
+        skill = open_drawer if p.name == "open" else close_drawer
+        (steps if p.name == "open" else closing).append(
+            (done, lambda s, dr=_Drawer(env, ent), f=skill: f(env, s, dr, with_holding=True)))
         continue
       if p.name == "turnon":
         done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
@@ -693,7 +684,7 @@ class SuiteExpert:
         continue
       if p.name not in ("on", "in"):
         raise ValueError(f"predicate {p.name}{tuple(p.args)} has no skill yet (have: on, in, "
-                         "open a drawer, turn on a stove)")
+                         "open or close a drawer, turn on a stove)")
       obj = p.args[0]
       if obj not in env._obj_body:  # noqa: SLF001
         raise ValueError(f"{p.name}{tuple(p.args)}: {obj!r} is not an object")
