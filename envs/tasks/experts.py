@@ -82,7 +82,6 @@ class _Mug:
     self.staves = jnp.asarray(np.asarray(ids, np.int32))
     self.half_len = float(m.geom_size[ids[0]][1])       # capsule half length
     self.base = m.geom(f"{name}_base").id
-    self.base_half = float(m.geom_size[self.base][1])
     self.handle = m.geom(f"{name}_handle_bar").id
     self.radius = float(env.built.objects[name].params["radius"])
 
