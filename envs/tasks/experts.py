@@ -85,6 +85,10 @@ class _Mug:
     self.handle = m.geom(f"{name}_handle_bar").id
     self.radius = float(env.built.objects[name].params["radius"])
 
+  def footprint(self, d):
+    """(the body's centre xy, its radius): the mug seen from above without its handle."""
+    return jnp.mean(d.geom_xpos[self.staves][:, :2], 0), jnp.float32(self.radius)
+
 
 def pick_place_mug(env, state, mug: "_Mug", target: "_Target", max_speed: float = 1.0,
                    approach_height: float = 0.08, carry_height: float = 0.16,
@@ -596,13 +600,18 @@ def turn_on_knob(env, state, stove: str, max_speed: float = 0.5, radius: float =
   return (action, jnp.asarray(False)) if with_holding else action
 
 
-def _rise_after_release(env, act, done, target: _Target, obj: str, above: float = 0.03):
+def _rise_after_release(env, act, done, target: _Target, obj: str, above: float = 0.03,
+                        footprint=None):
   """`act` (a pick-and-place skill for `obj`) followed by a straight rise once it has placed the
   object: while the predicate holds, the hand is open and its TCP is still below `above` over the
   higher of the target's clearance height and the object's top, and over the object, it goes
   straight up instead of on to the next skill -- which would otherwise sweep the fingers sideways
   through what was just placed (a basket dragged after the next object, a mug knocked off its
-  plate) -- and counts as busy meanwhile."""
+  plate) -- and counts as busy meanwhile.
+  `footprint(d) -> (centre xy, radius)`: what "over the object" means where the default (every
+  geom's reach round the body's origin, plus 2 cm) is too wide -- a mug's handle stretched it to
+  11 cm, and the hand carrying the next object past the placed mug was taken for the hand that had
+  just let go of it: the rise opened the fingers and dropped that object short of its target."""
   import numpy as np  # noqa: PLC0415
   m = env.mj_model
   body = env._obj_body[obj]  # noqa: SLF001
@@ -620,7 +629,11 @@ def _rise_after_release(env, act, done, target: _Target, obj: str, above: float 
     _, _, clear = target.levels(d)
     top = jnp.max(d.geom_xpos[ids, 2] + rbound)       # the object's top (bounding spheres)
     height = jnp.maximum(clear, top) + above
-    near = jnp.linalg.norm(tcp[:2] - d.xpos[body, :2]) < reach
+    if footprint is None:
+      near = jnp.linalg.norm(tcp[:2] - d.xpos[body, :2]) < reach
+    else:
+      centre, radius = footprint(d)
+      near = jnp.linalg.norm(tcp[:2] - centre) < radius + 0.02
     low = done(d) & ~holding & (tcp[2] < height) & near
     # the fingers open fully before the hand rises (rising while they open drags a pinched wall
     # up with them and tips a mug)
@@ -702,6 +715,7 @@ class SuiteExpert:
       if owner and env._fixture_kinds[owner[0]] == "rack":  # noqa: SLF001
         raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
                          "not LIBERO's tilted slot, so no expert places a bottle in it yet")
+      footprint = None
       if kind == "plate" and p.name == "on":
         act = lambda s, o=obj, t=target: push(env, s, o, t, with_holding=True)  # noqa: E731
       elif kind == "bowl":
@@ -711,15 +725,17 @@ class SuiteExpert:
         act = lambda s, o=obj, t=target, sd=side: pick_place_bowl(  # noqa: E731
             env, s, bowl=o, target=t, with_holding=True, side=sd)
       elif kind == "mug":
-        act = lambda s, mg=_Mug(env, obj), t=target: pick_place_mug(env, s, mg, t,  # noqa: E731
-                                                                     with_holding=True)
+        mug = _Mug(env, obj)
+        act = lambda s, mg=mug, t=target: pick_place_mug(env, s, mg, t,  # noqa: E731
+                                                         with_holding=True)
+        footprint = mug.footprint
       elif kind in ("box", "cylinder", "bottle"):
         shape = _Shape(env, obj)
         act = lambda s, sh=shape, tg=target: pick_place(env, s, sh, tg, with_holding=True)  # noqa: E731
       else:
         raise ValueError(f"{p.name}{tuple(p.args)}: no grasp for kind {kind!r} yet")
       if kind != "plate":
-        act = _rise_after_release(env, act, done, target, obj)
+        act = _rise_after_release(env, act, done, target, obj, footprint=footprint)
       steps.append((done, act))
     return steps + closing
 
