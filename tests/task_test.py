@@ -25,7 +25,7 @@ def env():
   return LiberoTask(cameras=())
 
 
-def _make_rollout(env, t_steps):
+def _make_rollout(env):
   def rollout(rngs, kick, offset):
     """kick f32[B, nv] added to the first qvel; offset f32[B, T, 7] added to the expert's actions."""
     def one(rng, k, da):
@@ -46,7 +46,7 @@ def _zeros(env, b):
 
 @pytest.fixture(scope="module")
 def rollout(env):
-  return _make_rollout(env, T)
+  return _make_rollout(env)
 
 
 @pytest.fixture(scope="module")

@@ -608,8 +608,8 @@ def _rise_after_release(env, act, done, target: _Target, obj: str, above: float 
   straight up instead of on to the next skill -- which would otherwise sweep the fingers sideways
   through what was just placed (a basket dragged after the next object, a mug knocked off its
   plate) -- and counts as busy meanwhile.
-  `footprint(d) -> (centre xy, radius)`: what "over the object" means where the default (every
-  geom's reach round the body's origin, plus 2 cm) is too wide -- a mug's handle stretched it to
+  "Over the object": within 2 cm of `footprint(d) -> (centre xy, radius)`, by default every geom's
+  reach round the body's origin. That is too wide for a mug -- a mug's handle stretched it to
   11 cm, and the hand carrying the next object past the placed mug was taken for the hand that had
   just let go of it: the rise opened the fingers and dropped that object short of its target."""
   import numpy as np  # noqa: PLC0415
@@ -618,8 +618,10 @@ def _rise_after_release(env, act, done, target: _Target, obj: str, above: float 
   gids = np.flatnonzero(m.geom_bodyid == body)
   ids = jnp.asarray(gids.astype(np.int32))
   rbound = jnp.asarray(m.geom_rbound[gids], jnp.float32)
-  # the object's reach round its origin, seen from above: the fingers are still in or at it
-  reach = float(np.max(np.linalg.norm(m.geom_pos[gids, :2], axis=1) + m.geom_rbound[gids])) + 0.02
+  if footprint is None:
+    # the object's reach round its origin, seen from above: the fingers are still in or at it
+    reach = float(np.max(np.linalg.norm(m.geom_pos[gids, :2], axis=1) + m.geom_rbound[gids]))
+    footprint = lambda d: (d.xpos[body, :2], reach)  # noqa: E731
   fv = jnp.asarray([m.jnt_dofadr[m.joint(j).id] for j in panda.FINGER_JOINTS])
 
   def rise(state):
@@ -629,11 +631,8 @@ def _rise_after_release(env, act, done, target: _Target, obj: str, above: float 
     _, _, clear = target.levels(d)
     top = jnp.max(d.geom_xpos[ids, 2] + rbound)       # the object's top (bounding spheres)
     height = jnp.maximum(clear, top) + above
-    if footprint is None:
-      near = jnp.linalg.norm(tcp[:2] - d.xpos[body, :2]) < reach
-    else:
-      centre, radius = footprint(d)
-      near = jnp.linalg.norm(tcp[:2] - centre) < radius + 0.02
+    centre, radius = footprint(d)
+    near = jnp.linalg.norm(tcp[:2] - centre) < radius + 0.02
     low = done(d) & ~holding & (tcp[2] < height) & near
     # the fingers open fully before the hand rises (rising while they open drags a pinched wall
     # up with them and tips a mug)
