@@ -179,12 +179,73 @@ def test_wine_bottle_reaches_the_cabinet_top_from_states_the_rack_used_to_block(
 # is pushed shut -- closing comes after the placing, whatever the goal's order)
 # (task, evaluation state); task 6's state 3 dropped the pudding short of its region before the
 # mug's rise was limited to the mug's body (the hand carrying the pudding past the mug set it off)
-LONG_TASKS = {"two_in_basket": (0, 0), "mug_on_plate": (6, 3), "bowl_in_drawer_and_close": (3, 1)}
+# task 1's state 5 failed before the hand kept clear of its neighbours: sweeping down to the cream
+# cheese, the palm knocked the milk carton beside it over (and the carton fell through the table)
+LONG_TASKS = {"two_in_basket": (0, 0), "mug_on_plate": (6, 3), "bowl_in_drawer_and_close": (3, 1),
+              "cream_cheese_beside_the_milk": (1, 5)}
 
 
-def test_long_mug_two_object_and_drawer_tasks_are_supported():
-  env = LiberoSuite("libero_10", cameras=(), task_ids=[t for t, _ in LONG_TASKS.values()])
-  assert experts.supported(env) == [True] * len(LONG_TASKS)
+@pytest.fixture(scope="module")
+def long_env():
+  return LiberoSuite("libero_10", cameras=(), task_ids=[t for t, _ in LONG_TASKS.values()])
+
+
+def test_long_mug_two_object_and_drawer_tasks_are_supported(long_env):
+  assert experts.supported(long_env) == [True] * len(LONG_TASKS)
+
+
+def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env):
+  """libero_10 task 1, state 5: the milk carton (13 cm tall) stands 8.6 cm from the cream cheese
+  along the line the fingers close on. `_Neighbours.clearance` (under jit) equals a numpy count
+  over the objects' hull geoms in that state (world boxes from C-side geom sizes); pinched at its
+  centre, the cheese would put the palm into the milk (the hand must stay above the carton's top
+  less the palm's height), pinched 2.6 cm along its long side away from the milk the hand clears
+  everything at the grasp height."""
+  import jax
+  import jax.numpy as jnp
+  env, k = long_env, list(LONG_TASKS).index("cream_cheese_beside_the_milk")
+  spec = env.specs[k]
+  others = [o.name for o in spec.objects if o.name != "cream_cheese_1"]
+  nb = experts._Neighbours(env, others)
+  d = jax.jit(env.reset_to)(k, 5).pipeline_state
+  shape = experts._Shape(env, "cream_cheese_1")
+  c, axes, half = (np.asarray(x) for x in shape.world(d))
+  narrow, long_ = np.argsort(np.where(np.abs(axes[2]) > 0.9, np.inf, half))[:2]
+  yaw = float(np.arctan2(axes[1, narrow], axes[0, narrow]) - np.pi / 2)
+  along = axes[:2, long_] / np.linalg.norm(axes[:2, long_])
+  m = env.mj_model
+  gpos, gmat = np.asarray(d.geom_xpos), np.asarray(d.geom_xmat).reshape(-1, 3, 3)
+
+  def oracle(xy):
+    u = np.array([np.cos(yaw + np.pi / 2), np.sin(yaw + np.pi / 2)])
+    v = np.array([-u[1], u[0]])
+    need = -1.0 + 0.012 + 0.01          # nothing under the hand: clearance's floor value
+    for n in others:
+      g = m.geom(f"{n}_hull").id
+      size = m.geom_size[g]
+      h = size if m.geom_type[g] == 6 else np.array([size[0], size[0], size[1]])   # box, cylinder
+      ext = np.abs(gmat[g]) @ h
+      top = gpos[g][2] + ext[2]
+      for (lh, sh), dz in (((0.11, 0.025), -0.037), ((0.055, 0.012), 0.012)):
+        hit = any(np.all(np.abs(xy + s * lh * u + t * sh * v - gpos[g][:2]) <= ext[:2])
+                  for s in np.linspace(-1, 1, 9) for t in (-1.0, 0.0, 1.0))
+        need = max(need, top + dz + 0.01) if hit else need
+    return need
+
+  clear = jax.jit(lambda dd, xy: nb.clearance(dd, xy, yaw))
+  z_g = c[2] + np.abs(axes[2]) @ half - min(0.02, np.abs(axes[2]) @ half)
+  milk_top = gpos[m.geom("milk_1_hull").id][2] + (np.abs(gmat[m.geom("milk_1_hull").id])
+                                                  @ m.geom_size[m.geom("milk_1_hull").id])[2]
+  centre, slid = c[:2], c[:2] + (half[long_] - 0.015) * along
+  away = slid if np.linalg.norm(slid - gpos[m.geom("milk_1_hull").id][:2]) > np.linalg.norm(
+      centre - gpos[m.geom("milk_1_hull").id][:2]) else c[:2] - (half[long_] - 0.015) * along
+  for xy in (centre, away, centre + np.array([0.0, 0.05])):
+    want = oracle(xy)
+    got = float(clear(d, jnp.asarray(xy, jnp.float32)))
+    assert got == pytest.approx(want, abs=1e-4), (xy, got, want)
+  assert float(clear(d, jnp.asarray(centre))) == pytest.approx(milk_top - 0.037 + 0.01, abs=1e-4)
+  assert float(clear(d, jnp.asarray(centre))) > z_g + 0.05        # the palm would hit the milk
+  assert float(clear(d, jnp.asarray(away))) <= z_g + 1e-4         # slid away, all clear
 
 
 @pytest.mark.slow   # ~4 min on 2 cores (one compilation for the three)

@@ -135,7 +135,9 @@ def _tall_box_task():
 
 def test_links_and_palm_push_objects():
   """The gripper sweeps at 12 cm across a 32 cm box: the palm and wrist link touch the box's hull
-  and push the box (it moves and stays out of the arm), never pass through it."""
+  and push the box (it moves and stays out of the arm), never pass through it. The push knocks the
+  box over, and it lies on the table: no point of it sinks 1 cm into the table (its feet only
+  reach the table while it stands; lying, its side capsule carries it)."""
   env = LiberoTask(_tall_box_task(), cameras=())
   m = env.mj_model
   hull = m.geom("tall_box_1_hull").id
@@ -150,17 +152,30 @@ def test_links_and_palm_push_objects():
       arm = experts.move_action(env, d, goal, env.tcp_mat(d), max_speed=0.5)
       s = env.step(s, jnp.concatenate([arm, -jnp.ones(1)]))
       d = s.pipeline_state
-      return s, (env.object_pos(d, TALL.name), env.tcp_pos(d), d._impl.contact.dist)
+      return s, (env.object_pos(d, TALL.name), env.object_quat(d, TALL.name), env.tcp_pos(d),
+                 d._impl.contact.dist)
     s, out = jax.lax.scan(body, s, jnp.arange(110))
     return s, out, s.pipeline_state._impl.contact.geom
 
-  s, (box, tcp, dist), cgeom = jax.device_get(jax.jit(run)(jax.random.PRNGKey(0)))
+  s, (box, quat, tcp, dist), cgeom = jax.device_get(jax.jit(run)(jax.random.PRNGKey(0)))
   assert not bool(s.info["unstable"])
   # MJX's contact slots are static: the ones between the box's hull and the wrist / palm
   slots = [i for i, (a, b) in enumerate(cgeom) if {a, b} & {hull} and ({a, b} - {hull}) <= reach]
   assert len(slots) >= 3
   assert dist[:, slots].min() < 0.0                         # they touched
   assert tcp[-1, 0] > 0.05                                  # the gripper did sweep past the box's spot
-  moved = np.linalg.norm(box[-1, :2] - box[0, :2])
+  r = _quat_mat(quat)                                       # [T, 3, 3]
+  half = np.asarray(dict(TALL.params)["half"])
+  centre = box + r[:, :, 2] * half[2]                       # the box's centre (origin: its bottom)
+  moved = np.linalg.norm(centre[-1, :2] - centre[0, :2])
   assert moved > 0.05, moved                                # pushed away, not passed through
   assert dist[:, slots].min() > -0.01                       # never deeper than 1 cm inside it
+  # knocked over, it lies on the table: its bottom edge dips while it tips (the side capsule's
+  # round end does not reach the box's corners: 1.9 cm here), never by its own half width (it
+  # fell through the table, tumbling, before the side capsule); at rest its side is on the table
+  lowest = centre[:, 2] - np.abs(r[:, 2, :]) @ half
+  tilt = np.degrees(np.arccos(np.clip(r[-1, 2, 2], -1.0, 1.0)))
+  assert tilt > 60.0, tilt                                  # the sweep did knock it over
+  assert lowest.min() > -0.025, lowest.min()
+  assert abs(lowest[-1]) < 0.003, lowest[-1]
+  assert abs(box[-1, 2] - half[0]) < 0.01, box[-1]         # at rest on its side

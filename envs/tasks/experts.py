@@ -303,11 +303,63 @@ def _hand_clash(d, shape: _Shape, xy, yaw, z_floor):
   return jnp.sum(inside & (top > z_floor)[:, None])
 
 
+class _Neighbours:
+  """The other objects of a task (each an oriented box from `_Shape`), as terrain under the hand:
+  `clearance(d, xy, yaw)` is the lowest TCP height at which a downward hand centred at `xy` with
+  yaw `yaw` (long, and opening, along yaw + pi/2, as `pick_place` sets it) keeps its palm and
+  fingers above every one of them it overlaps seen from above (their world-aligned bounding boxes).
+  A tall carton beside a box to be pinched stands under the palm's long side: the hand sweeping
+  down to that box knocked it over (libero_10 task 1: the milk beside the cream cheese)."""
+
+  PALM_UP = 0.037        # the palm's collision capsule bottom above the TCP
+  TIP_DOWN = 0.012       # the fingertips below the TCP
+  MARGIN = 0.01
+
+  def __init__(self, env, names):
+    import numpy as np  # noqa: PLC0415
+    shapes = [_Shape(env, n) for n in names]
+    self.n = len(shapes)
+    if not shapes:
+      return
+    self.body = jnp.asarray(np.asarray([sh.body for sh in shapes], np.int32))
+    self.center = jnp.stack([sh.center for sh in shapes])
+    self.axes = jnp.stack([sh.axes for sh in shapes])
+    self.half = jnp.stack([sh.half for sh in shapes])
+    radius, half_len = shapes[0].hand_half[1], shapes[0].hand_half[0]
+    self.palm = (half_len, radius)
+    self.fingers = (0.055, 0.012)
+
+  def clearance(self, d, xy, yaw):
+    if self.n == 0:
+      return jnp.float32(-1.0)
+    r = d.xmat[self.body].reshape(-1, 3, 3)
+    c = d.xpos[self.body] + jnp.einsum("kij,kj->ki", r, self.center)
+    ext = jnp.einsum("kij,kj->ki", jnp.abs(jnp.einsum("kij,kjl->kil", r, self.axes)), self.half)
+    top = c[:, 2] + ext[:, 2]
+    u = jnp.stack([jnp.cos(yaw + jnp.pi / 2), jnp.sin(yaw + jnp.pi / 2)])
+    v = jnp.stack([-u[1], u[0]])
+
+    def under(long_half, short_half):
+      s = jnp.linspace(-1.0, 1.0, 9)[:, None, None]
+      t = jnp.array([-1.0, 0.0, 1.0])[None, :, None]
+      pts = (xy + s * long_half * u + t * short_half * v).reshape(-1, 2)
+      inside = jnp.all(jnp.abs(pts[None] - c[:, None, :2]) <= ext[:, None, :2], -1)
+      return jnp.max(jnp.where(jnp.any(inside, -1), top, -1.0))
+
+    return jnp.maximum(under(*self.palm) - self.PALM_UP,
+                       under(*self.fingers) + self.TIP_DOWN) + self.MARGIN
+
+
 def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.0,
-               approach_height: float = 0.08, with_holding: bool = False):
+               approach_height: float = 0.08, with_holding: bool = False,
+               neighbours: _Neighbours | None = None):
   """Pinch a compact object from above across its narrower horizontal side, near its top; lift
   clear of the target's rim, carry its origin over the target, lower and release. Returns
-  float32[7] (and whether the hand holds the object, with `with_holding`)."""
+  float32[7] (and whether the hand holds the object, with `with_holding`).
+  With `neighbours` (the task's other objects): a box is pinched off its centre, along its long
+  side, where the hand at the grasp clears them best, and on the way there the hand keeps above
+  those under it (and rises before it moves on when it is below them) -- a basket it just let go
+  into, a tall carton beside the box."""
   d = state.pipeline_state
   tcp = env.tcp_pos(d)
   opening = env.gripper_opening(d)
@@ -334,7 +386,17 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
     better = _hand_clash(d, shape, c[:2], turned, z_g) < _hand_clash(d, shape, c[:2], yaw_now, z_g)
     hand_yaw = jnp.where(better, turned, yaw_now)
   r_goal = panda.rot_z(hand_yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
-  grasp = jnp.concatenate([c[:2], z_g[None]])
+  grasp_xy = c[:2]
+  if neighbours is not None and not shape.round:
+    # slide the pinch along the long side (up to 1.5 cm short of its end) to where the hand clears
+    # the neighbours at the grasp height; the centre where all clear
+    along = axes[:2, 3 - up - narrow]                  # the long horizontal side
+    along = along / (jnp.linalg.norm(along) + 1e-9)
+    slide = jnp.maximum(wide - 0.015, 0.0) * jnp.array([0.0, -0.5, 0.5, -1.0, 1.0])
+    cand = c[:2] + slide[:, None] * along
+    excess = jax.vmap(lambda xy: neighbours.clearance(d, xy, hand_yaw))(cand) - z_g
+    grasp_xy = cand[jnp.argmin(jnp.maximum(excess, 0.0) + 1e-3 * jnp.abs(slide))]
+  grasp = jnp.concatenate([grasp_xy, z_g[None]])
 
   dxy = jnp.linalg.norm(tcp[:2] - grasp[:2])
   near = jnp.linalg.norm(tcp[:2] - c[:2]) < wide + 0.02
@@ -353,6 +415,16 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   a_z = jnp.where(aligned | closing, z_g, above_z)
   a_z = jnp.where(empty, above_z, a_z)
   a_close = (at_bottom | closing) & ~empty
+  if neighbours is not None:
+    # on the way (not yet over the grasp): above what is under the hand here and 3 and 6 cm on
+    # toward the grasp; below that, rise before moving on
+    way = a_xy - tcp[:2]
+    ahead = way / (jnp.linalg.norm(way) + 1e-9) * jnp.minimum(jnp.linalg.norm(way), 0.06)
+    need = jnp.max(jax.vmap(lambda f: neighbours.clearance(d, tcp[:2] + f * ahead, yaw_now))(
+        jnp.array([0.0, 0.5, 1.0])))
+    travel = (dxy >= 0.01) & ~closing
+    a_z = jnp.where(travel, jnp.maximum(a_z, need), a_z)
+    a_xy = jnp.where(travel & (tcp[2] < need - 0.02), tcp[:2], a_xy)
   goal_a = jnp.concatenate([a_xy, a_z[None]])
 
   # Phase B: up, over, down, release.
@@ -730,7 +802,9 @@ class SuiteExpert:
         footprint = mug.footprint
       elif kind in ("box", "cylinder", "bottle"):
         shape = _Shape(env, obj)
-        act = lambda s, sh=shape, tg=target: pick_place(env, s, sh, tg, with_holding=True)  # noqa: E731
+        near = _Neighbours(env, [o.name for o in spec.objects if o.name != obj])
+        act = lambda s, sh=shape, tg=target, nb=near: pick_place(  # noqa: E731
+            env, s, sh, tg, with_holding=True, neighbours=nb)
       else:
         raise ValueError(f"{p.name}{tuple(p.args)}: no grasp for kind {kind!r} yet")
       if kind != "plate":

@@ -28,6 +28,7 @@ class BuiltObject:
   rest_height: float            # origin z when resting on a flat surface at z = 0
   params: dict                  # kind-specific facts the expert / predicates use (radius, ...)
   hull: str = ""                # one enclosing primitive the arm's links collide with
+  side: str = ""                # a tall object's axis capsule: what it lies on once knocked over
 
 
 def _f(*xs: float) -> str:
@@ -142,6 +143,8 @@ def geom(name: str, gtype: str, size, rgba, pos=None, fromto=None, quat=None) ->
 
 
 HULL_RGBA = (0.5, 0.5, 0.5, 0.0)   # invisible (alpha 0; group 3: a collision geom)
+SIDE_LIFT = 0.003                  # gap under an upright tall object's side capsule (m)
+HOLLOW = ("bowl", "mug", "plate", "pan", "basket")   # kinds with no solid axis to lie on
 
 
 def _with_hull(o: ObjectSpec, b: BuiltObject) -> BuiltObject:
@@ -157,8 +160,20 @@ def _with_hull(o: ObjectSpec, b: BuiltObject) -> BuiltObject:
     h = max(pr.get("height", 0.0), pr.get("top", 0.0), 0.004)
     g = geom(name, "cylinder", (r, 0.5 * h), HULL_RGBA, pos=(0.0, 0.0, 0.5 * h))
   g = g.replace("<geom ", '<geom group="3" ', 1)
-  xml = b.xml[:b.xml.rindex("</body>")] + "  " + "\n  ".join(in_frame(o, [g])) + "\n</body>"
-  return dataclasses.replace(b, xml=xml, hull=name)
+  extra, side = [g], ""
+  # A tall object stands on its feet; knocked over, it lies on its side, which no foot reaches: an
+  # axis capsule (radius: the narrower horizontal half size; paired with the table) carries it
+  # then. Its lower end sits SIDE_LIFT above the base, so an upright object's capsule never touches.
+  if "half" in pr:
+    rc, top = min(pr["half"][0], pr["half"][1]), 2.0 * pr["half"][2]
+  else:
+    rc, top = pr["radius"], max(pr.get("height", 0.0), pr.get("top", 0.0))
+  if o.kind not in HOLLOW and top > 2.0 * rc + SIDE_LIFT + 0.01:
+    side = f"{o.name}_side"
+    c = geom(side, "capsule", (rc,), HULL_RGBA, fromto=(0.0, 0.0, rc + SIDE_LIFT, 0.0, 0.0, top - rc))
+    extra.append(c.replace("<geom ", '<geom group="3" ', 1))
+  xml = b.xml[:b.xml.rindex("</body>")] + "  " + "\n  ".join(in_frame(o, extra)) + "\n</body>"
+  return dataclasses.replace(b, xml=xml, hull=name, side=side)
 
 
 def _feet(name: str, rgba, xy: list[tuple[float, float]], r: float = 0.004) -> tuple[list, list]:
