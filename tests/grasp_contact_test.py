@@ -136,8 +136,9 @@ def _tall_box_task():
 def test_links_and_palm_push_objects():
   """The gripper sweeps at 12 cm across a 32 cm box: the palm and wrist link touch the box's hull
   and push the box (it moves and stays out of the arm), never pass through it. The push knocks the
-  box over, and it lies on the table: no point of it sinks 1 cm into the table (its feet only
-  reach the table while it stands; lying, its side capsule carries it)."""
+  box over, and it lies on the table: no point of it sinks 2.5 cm into the table while it tips, and
+  at rest its side is on the table (its feet only reach the table while it stands; lying, its side
+  capsule carries it)."""
   env = LiberoTask(_tall_box_task(), cameras=())
   m = env.mj_model
   hull = m.geom("tall_box_1_hull").id

@@ -283,18 +283,23 @@ class _Target:
     return pos[:2], pos[2] + ez + 0.01, pos[2] + ez + 0.04
 
 
+def _footprint(xy, yaw, long_half, short_half):
+  """A 9 x 3 grid of points [27, 2] over a rectangle centred at `xy`, long along yaw + pi/2 (the
+  way a downward hand at yaw `yaw`, as `pick_place` sets it, is long and closes its fingers)."""
+  u = jnp.stack([jnp.cos(yaw + jnp.pi / 2), jnp.sin(yaw + jnp.pi / 2)])
+  v = jnp.stack([-u[1], u[0]])
+  s = jnp.linspace(-1.0, 1.0, 9)[:, None, None]
+  t = jnp.array([-1.0, 0.0, 1.0])[None, :, None]
+  return (xy + s * long_half * u + t * short_half * v).reshape(-1, 2)
+
+
 def _hand_clash(d, shape: _Shape, xy, yaw, z_floor):
   """How many points of a grid over the hand's footprint lie over a fixture's box whose top is
   above `z_floor`, for the hand centred at `xy` at yaw `yaw` (the fingers close, and the hand is
   long, along yaw + pi/2, as `pick_place` sets it): a hand lifting from there would hit that box
   (the wine rack's top next to the bottle in libero_goal 2)."""
   ids, half = shape.obstacles
-  u = jnp.stack([jnp.cos(yaw + jnp.pi / 2), jnp.sin(yaw + jnp.pi / 2)])
-  v = jnp.stack([-u[1], u[0]])
-  s = jnp.linspace(-1.0, 1.0, 9)[:, None, None]
-  t = jnp.array([-1.0, 0.0, 1.0])[None, :, None]
-  long_half, short_half = shape.hand_half
-  pts = (xy + s * long_half * u + t * short_half * v).reshape(-1, 2)
+  pts = _footprint(xy, yaw, *shape.hand_half)
   pos, mat = d.geom_xpos[ids], d.geom_xmat[ids].reshape(-1, 3, 3)
   rel = jnp.concatenate([pts[None] - pos[:, None, :2], jnp.zeros((len(ids), pts.shape[0], 1))], -1)
   local = jnp.einsum("gji,gpj->gpi", mat, rel)                   # R^T (p - c), per box
@@ -311,43 +316,38 @@ class _Neighbours:
   A tall carton beside a box to be pinched stands under the palm's long side: the hand sweeping
   down to that box knocked it over (libero_10 task 1: the milk beside the cream cheese)."""
 
-  PALM_UP = 0.037        # the palm's collision capsule bottom above the TCP
-  TIP_DOWN = 0.012       # the fingertips below the TCP
+  PALM_UP = 0.037             # the palm's collision capsule bottom above the TCP
+  TIP_DOWN = 0.012            # the fingertips below the TCP
+  FINGERS = (0.055, 0.012)    # the open fingers' footprint: half sizes along and across the hand
   MARGIN = 0.01
 
   def __init__(self, env, names):
     import numpy as np  # noqa: PLC0415
     shapes = [_Shape(env, n) for n in names]
     self.n = len(shapes)
-    if not shapes:
-      return
-    self.body = jnp.asarray(np.asarray([sh.body for sh in shapes], np.int32))
-    self.center = jnp.stack([sh.center for sh in shapes])
-    self.axes = jnp.stack([sh.axes for sh in shapes])
-    self.half = jnp.stack([sh.half for sh in shapes])
-    radius, half_len = shapes[0].hand_half[1], shapes[0].hand_half[0]
-    self.palm = (half_len, radius)
-    self.fingers = (0.055, 0.012)
+    if shapes:
+      self.body = jnp.asarray(np.asarray([sh.body for sh in shapes], np.int32))
+      self.center = jnp.stack([sh.center for sh in shapes])
+      self.axes = jnp.stack([sh.axes for sh in shapes])
+      self.half = jnp.stack([sh.half for sh in shapes])
+      self.palm = shapes[0].hand_half
 
   def clearance(self, d, xy, yaw):
+    """-inf where nothing is under the hand."""
     if self.n == 0:
-      return jnp.float32(-1.0)
+      return jnp.float32(-jnp.inf)
     r = d.xmat[self.body].reshape(-1, 3, 3)
     c = d.xpos[self.body] + jnp.einsum("kij,kj->ki", r, self.center)
     ext = jnp.einsum("kij,kj->ki", jnp.abs(jnp.einsum("kij,kjl->kil", r, self.axes)), self.half)
     top = c[:, 2] + ext[:, 2]
-    u = jnp.stack([jnp.cos(yaw + jnp.pi / 2), jnp.sin(yaw + jnp.pi / 2)])
-    v = jnp.stack([-u[1], u[0]])
 
     def under(long_half, short_half):
-      s = jnp.linspace(-1.0, 1.0, 9)[:, None, None]
-      t = jnp.array([-1.0, 0.0, 1.0])[None, :, None]
-      pts = (xy + s * long_half * u + t * short_half * v).reshape(-1, 2)
+      pts = _footprint(xy, yaw, long_half, short_half)
       inside = jnp.all(jnp.abs(pts[None] - c[:, None, :2]) <= ext[:, None, :2], -1)
-      return jnp.max(jnp.where(jnp.any(inside, -1), top, -1.0))
+      return jnp.max(jnp.where(jnp.any(inside, -1), top, -jnp.inf))
 
     return jnp.maximum(under(*self.palm) - self.PALM_UP,
-                       under(*self.fingers) + self.TIP_DOWN) + self.MARGIN
+                       under(*self.FINGERS) + self.TIP_DOWN) + self.MARGIN
 
 
 def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.0,
