@@ -4,8 +4,9 @@ World frame = LIBERO's table frame: origin at the table-top centre, x away from 
 left, z up; the table top is the plane z = 0 (a collision plane: infinite, cheapest contact).
 All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), so MJX checks only:
   finger pads x grasp geoms of every object, fingertip pads x surface geoms, tips + palm x table,
-  support feet of every object x table, a tall object's side capsule x table (it lies on it once
-  knocked over), support feet x surface geoms of every OTHER object, arm
+  support feet of every object x table, support feet x surface geoms of every OTHER object, a tall
+  object's side capsule x the table and whatever its feet may rest on (with a basket's walls: it
+  lies there once knocked over), arm
   link capsules x table, reaching links + palm x every object's hull and every fixture surface.
 """
 
@@ -280,9 +281,19 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
       if g not in b.grasp and g not in b.params.get("inner_surfaces", ()):
         for pad in pads[:2]:
           ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
-    if b.side:                       # a tall object knocked over lies on the table
-      ET.SubElement(contact, "pair", geom1=b.side, geom2="table", condim="3",
-                    friction="1 1 0.005 0.0001 0.0001")
+    if b.side:
+      # a tall object knocked over lies on the table, or on (and inside the walls of) the holder
+      # or fixture it may stand on: a can that tips over as it drops into the basket stays in it
+      lies_on = ["table"]
+      for m in names:
+        if m != n and rests(n, m):
+          lies_on += list(built[m].surface) + list(built[m].params.get("walls", ()))
+      for fname, fb in fixtures.items():
+        if rests(n, fname):
+          lies_on += list(fb.surface)
+      for s in lies_on:
+        ET.SubElement(contact, "pair", geom1=b.side, geom2=s, condim="3",
+                      friction="1 1 0.005 0.0001 0.0001")
     for g in b.support:
       ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3",
                     friction="1 1 0.005 0.0001 0.0001")

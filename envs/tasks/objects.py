@@ -376,7 +376,7 @@ def basket(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
                                          for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1))])
   xml = _body(o, pos, geoms + feet, mass, 0.5 * hz, _box_inertia(mass, hx, hy, hz))
   return BuiltObject(xml, tuple(support), (gbot,), tuple(grasp), (), 0.0,
-                     dict(half=(hx, hy, hz), wall=w, top=0.008 + w))
+                     dict(half=(hx, hy, hz), wall=w, top=0.008 + w, walls=tuple(grasp)))
 
 
 KINDS: dict[str, Callable[..., BuiltObject]] = {
