@@ -191,7 +191,8 @@ def _qmul(a, b):
 
 
 def _can_in_basket_task():
-  """libero_10 task 0's alphabet soup can and basket, alone (the builder pairs them as there)."""
+  """libero_10 task 0's alphabet soup can and basket, alone, related as the suite relates them (so
+  the builder pairs them as there)."""
   t = libero_data.tasks("libero_10")[0]
   keep = ("alphabet_soup_1", "basket_1")
   return dataclasses.replace(
@@ -199,7 +200,9 @@ def _can_in_basket_task():
       regions=tuple(dataclasses.replace(r, yaw=(0.0, 0.0)) for r in t.regions
                     if any(n.split("_1")[0] in r.name for n in keep)),
       init=tuple(p for p in t.init if p.args[0] in keep),
-      goal=(In("alphabet_soup_1", "basket_1_contain_region"),))
+      goal=(In("alphabet_soup_1", "basket_1_contain_region"),),
+      # as a suite relates them (libero_suite.union_spec): the goal puts the can in the basket
+      relations=(("alphabet_soup_1", "basket_1"),))
 
 
 def test_a_can_tipping_over_in_the_basket_stays_in_it():

@@ -5,7 +5,7 @@ left, z up; the table top is the plane z = 0 (a collision plane: infinite, cheap
 All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), so MJX checks only:
   finger pads x grasp geoms of every object, fingertip pads x surface geoms, tips + palm x table,
   support feet of every object x table, support feet x surface geoms of every OTHER object, a tall
-  object's side capsule x the table and whatever its feet may rest on (with a basket's walls: it
+  object's side capsule x the table and what a task puts it on or in (with a basket's walls: it
   lies there once knocked over), arm
   link capsules x table, reaching links + palm x every object's hull and every fixture surface.
 """
@@ -270,6 +270,10 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
       return together(a, b)
     return (a, b) in relations or (b in holders and together(a, b))
 
+  def related(a: str, b: str) -> bool:
+    """Does some task's init or goal put a on or in b (TaskSpec.relations; else every pair)?"""
+    return (a, b) in relations if relations else together(a, b)
+
   for n in names:
     b = built[n]
     for g in b.grasp:
@@ -282,14 +286,16 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
         for pad in pads[:2]:
           ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
     if b.side:
-      # a tall object knocked over lies on the table, or on (and inside the walls of) the holder
-      # or fixture it may stand on: a can that tips over as it drops into the basket stays in it
+      # a tall object knocked over lies on the table, or on (and inside the walls of) what a
+      # task's init or goal puts it on or in: a can that tips over as it drops into the basket
+      # stays in it. (Only those: a side capsule's pairs with a basket's five boxes are 10 contact
+      # slots, as many as all its other pairs.)
       lies_on = ["table"]
       for m in names:
-        if m != n and rests(n, m):
+        if m != n and related(n, m):
           lies_on += list(built[m].surface) + list(built[m].params.get("walls", ()))
       for fname, fb in fixtures.items():
-        if rests(n, fname):
+        if related(n, fname):
           lies_on += list(fb.surface)
       for s in lies_on:
         ET.SubElement(contact, "pair", geom1=b.side, geom2=s, condim="3",
