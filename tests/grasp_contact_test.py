@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.tasks import experts, libero_data
+from envs.tasks import experts, libero_data, libero_suite
 from envs.tasks.libero_env import LiberoTask
 from envs.tasks.spec import BOWL_ON_PLATE, In, ObjectSpec, On, Region
 
@@ -182,14 +182,6 @@ def test_links_and_palm_push_objects():
   assert abs(box[-1, 2] - half[0]) < 0.01, box[-1]         # at rest on its side
 
 
-def _qmul(a, b):
-  """Hamilton product of (w, x, y, z) quaternions."""
-  w1, x1, y1, z1 = a
-  w2, x2, y2, z2 = b
-  return jnp.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                    w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
-
-
 def _can_in_basket_task():
   """libero_10 task 0's alphabet soup can and basket, alone, related as the suite relates them (so
   the builder pairs them as there)."""
@@ -213,7 +205,8 @@ def test_a_can_tipping_over_in_the_basket_stays_in_it():
   before the side capsule was paired with the basket's floor and walls, it fell through the floor
   to the table (and slid out under a wall): red then, by the centre's height, also with the walls
   alone left out."""
-  env = LiberoTask(_can_in_basket_task(), cameras=())
+  spec = _can_in_basket_task()
+  env = LiberoTask(spec, cameras=())
   m = env.mj_model
   can = env._obj_body["alphabet_soup_1"]
   qa = m.jnt_qposadr[m.body_jntadr[can]]
@@ -228,15 +221,13 @@ def test_a_can_tipping_over_in_the_basket_stays_in_it():
     d = s.pipeline_state
     basket = d.geom_xpos[floor]
     top = basket[2] + m.geom_size[floor, 2]
-    q = _qmul(jnp.asarray(tilt_q), d.qpos[qa + 3:qa + 7])
+    q = libero_suite._quat_mul(jnp.asarray(tilt_q), d.qpos[qa + 3:qa + 7])  # noqa: SLF001
     pos = jnp.array([basket[0] - 0.02, basket[1], top + 0.04])
     qpos = d.qpos.at[qa:qa + 3].set(pos).at[qa + 3:qa + 7].set(q)
     qvel = d.qvel.at[va:va + 6].set(jnp.array([1.0, 0.3, 0.0, 8.0, 0.0, 0.0]))
     d = d.replace(qpos=qpos, qvel=qvel)
-    per = int(round(1.0 / (env._physics.control_hz * env._physics.timestep)))
-
     def body(d, _):            # the env's physics and controller, the arm holding its pose
-      d = env.physics_steps(d, per)
+      d = env.physics_steps(d, env._substeps)  # noqa: SLF001
       axis = d.geom_xmat[cyl].reshape(3, 3)[:, 2]
       return d, (d.geom_xpos[cyl, 2] - top, jnp.abs(axis[2]),
                  d.geom_xpos[cyl, :2] - d.geom_xpos[floor, :2])
@@ -250,7 +241,7 @@ def test_a_can_tipping_over_in_the_basket_stays_in_it():
   # the floor it lies on the table, 2.2 cm lower
   assert height.min() > r - 0.008, (height.min(), r)
   assert upright[20:].max() < 0.9, upright                  # it tipped off its feet
-  wall = dict(_can_in_basket_task().object("basket_1").params)["wall"]
+  wall = dict(spec.object("basket_1").params)["wall"]
   inner = m.geom_size[floor, :2] - wall                     # the walls' inner faces
   assert np.all(np.abs(rel) < inner), (np.abs(rel).max(0), inner)
   assert bool(inside)                                       # In(can, basket): LIBERO's predicate

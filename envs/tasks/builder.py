@@ -264,15 +264,13 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   relations = set(spec.relations)
   holders = {o.name for o in spec.objects if o.kind in HOLDERS}
 
-  def rests(a: str, b: str) -> bool:
-    """May a's feet rest on b's surfaces? (see TaskSpec.relations)"""
-    if not relations:
-      return together(a, b)
-    return (a, b) in relations or (b in holders and together(a, b))
-
   def related(a: str, b: str) -> bool:
     """Does some task's init or goal put a on or in b (TaskSpec.relations; else every pair)?"""
     return (a, b) in relations if relations else together(a, b)
+
+  def rests(a: str, b: str) -> bool:
+    """May a's feet rest on b's surfaces? What a task relates, and the holders of its own tasks."""
+    return related(a, b) or (b in holders and together(a, b))
 
   for n in names:
     b = built[n]
