@@ -8,6 +8,7 @@ libero_10's two-objects-in-the-basket, mug-on-plate and bowl-into-the-drawer-and
 `make test-slow` also runs the issue's criterion itself: every covered task over all 50 evaluation states,
 >= 90% each, through `launch.eval --policy=expert`.
 """
+import copy
 import json
 import os
 import subprocess
@@ -181,7 +182,11 @@ def test_wine_bottle_reaches_the_cabinet_top_from_states_the_rack_used_to_block(
 # mug's rise was limited to the mug's body (the hand carrying the pudding past the mug set it off)
 # task 1's state 5 failed before the hand kept clear of its neighbours: sweeping down to the cream
 # cheese, the palm knocked the milk carton beside it over (and the carton fell through the table)
-LONG_TASKS = {"two_in_basket": (0, 0), "mug_on_plate": (6, 3), "bowl_in_drawer_and_close": (3, 1),
+# task 3's state 2 failed before the hand kept clear of its neighbours on the way to a stave it
+# pinches: turning a quarter on the way down, the hand tilted 20 degrees and the low end of its palm
+# knocked the wine bottle over; lying on its side capsule, the bottle was swept into the drawer,
+# which then would not close
+LONG_TASKS = {"two_in_basket": (0, 0), "mug_on_plate": (6, 3), "bowl_in_drawer_and_close": (3, 2),
               "cream_cheese_beside_the_milk": (1, 5)}
 
 
@@ -246,6 +251,45 @@ def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env):
   assert float(clear(d, jnp.asarray(centre))) == pytest.approx(milk_top - 0.037 + 0.01, abs=1e-4)
   assert float(clear(d, jnp.asarray(centre))) > z_g + 0.05        # the palm would hit the milk
   assert float(clear(d, jnp.asarray(away))) <= z_g + 1e-4         # slid away, all clear
+
+
+def test_palm_height_follows_the_tilted_hand(long_env):
+  """`_Neighbours.palm_up_now` (MJX kinematics, under jit) is the palm capsule's lowest point above
+  the TCP as C MuJoCo places both (the `tcp` site), for the hand as reset (level: PALM_UP, the
+  constant a level hand's clearance uses) and tilted +-0.4 rad at joint 5 (the capsule's low end
+  comes down to about the TCP's height)."""
+  import jax
+  import mujoco
+  from envs.tasks import libero_suite
+  env, k = long_env, list(LONG_TASKS).index("bowl_in_drawer_and_close")
+  s = jax.jit(env.reset_to)(k, 2)
+  model = env._model(s)
+  nb = experts._Neighbours(env, ["wine_bottle_1"])
+  m = copy.deepcopy(env.mj_model)             # with this task's base and fixture poses
+  m.body_pos[:] = np.asarray(model.body_pos)
+  md = mujoco.MjData(m)
+  palm, tcp = m.geom("hand_collision").id, m.site("tcp").id
+  wrist = env._arm_qadr[4]        # joint 5 tips the palm's long axis
+
+  @jax.jit
+  def palm_up(q):
+    d = libero_suite.mjx_kinematics(model, s.pipeline_state.replace(qpos=q))
+    return nb.palm_up_now(env, d)
+
+  got = {}
+  for tilt in (0.0, 0.4, -0.4):     # either way: the capsule's axis points up or down
+    q = np.asarray(s.pipeline_state.qpos).copy()
+    q[wrist] += tilt
+    md.qpos[:] = q
+    mujoco.mj_kinematics(m, md)
+    axis = md.geom_xmat[palm].reshape(3, 3)[:, 2]
+    r, half = m.geom_size[palm][:2]
+    want = min(md.geom_xpos[palm][2] - abs(axis[2]) * half - r - md.site_xpos[tcp][2],
+               experts._Neighbours.PALM_UP)
+    got[tilt] = float(palm_up(jax.numpy.asarray(q)))
+    assert got[tilt] == pytest.approx(want, abs=2e-4), (tilt, got[tilt], want)
+  assert got[0.0] > experts._Neighbours.PALM_UP - 0.004      # reset: about level
+  assert max(got[0.4], got[-0.4]) < 0.015                   # tilted: the low end near the TCP
 
 
 @pytest.mark.slow   # ~5 min on 2 cores (one compilation for the four)

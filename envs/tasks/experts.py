@@ -47,7 +47,7 @@ def move_action(env, data, goal_pos: jax.Array, r_goal: jax.Array, max_speed: fl
 def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_1",
                     max_speed: float = 1.0, approach_height: float = 0.10,
                     carry_height: float = 0.14, with_holding: bool = False,
-                    side: float = jnp.pi / 2):
+                    side: float = jnp.pi / 2, neighbours: "_Neighbours | None" = None):
   """Expert for 'pick up the bowl and place it on the plate': pinch one wall stave (the one
   nearest the world direction at angle `side`), lift, carry, lower over the target (an object's
   name, or a `_Target`), release.  Returns float32[7] in [-1, 1] (and whether the hand holds the
@@ -69,7 +69,8 @@ def pick_place_bowl(env, state, bowl: str = "akita_black_bowl_1", target="plate_
   rg = r0 + (zmid - z0) / (z1 - z0) * (r1 - r0)
   grasp = bowl_pos + jnp.array([rg * jnp.cos(theta), rg * jnp.sin(theta), zg_local])
   return _pinch_stave(env, state, target, bowl_pos, grasp, theta, jnp.arctan2(r1 - r0, z1 - z0),
-                      p["radius"], max_speed, approach_height, carry_height, with_holding)
+                      p["radius"], max_speed, approach_height, carry_height, with_holding,
+                      neighbours=neighbours)
 
 
 class _Mug:
@@ -92,7 +93,7 @@ class _Mug:
 
 def pick_place_mug(env, state, mug: "_Mug", target: "_Target", max_speed: float = 1.0,
                    approach_height: float = 0.08, carry_height: float = 0.16,
-                   with_holding: bool = False):
+                   with_holding: bool = False, neighbours: "_Neighbours | None" = None):
   """Pinch a mug's wall near its rim, on the stave nearest +y that is at least 70 degrees from
   the handle, lift, carry over the target, lower and release (as `pick_place_bowl`, with the
   staves read from the mug's geoms, whose kind frame may be turned inside LIBERO's body)."""
@@ -113,16 +114,19 @@ def pick_place_mug(env, state, mug: "_Mug", target: "_Target", max_speed: float 
   grasp = tops[k] - jnp.array([0.0, 0.0, 0.026])
   # a tall mug tips when dropped from the bowl's release height: lowered 1 cm further
   return _pinch_stave(env, state, target, bottom, grasp, theta, 0.0, mug.radius, max_speed,
-                      approach_height, carry_height, with_holding, lower=0.01, up=up)
+                      approach_height, carry_height, with_holding, lower=0.01, up=up,
+                      neighbours=neighbours)
 
 
 def _pinch_stave(env, state, target, ref, grasp, theta, flare, radius, max_speed, approach_height,
-                 carry_height, with_holding, lower=0.0, up=None):
+                 carry_height, with_holding, lower=0.0, up=None, neighbours=None):
   """Reach `grasp` (a point on a vertical-ish wall stave at angle `theta` round the object),
   close across the stave, lift; carry the object's bottom centre `ref` over the target, lower,
   release (`lower`: that much below the target's release height). `flare`: the wall's lean out
   from vertical (the fingers tilt to match it). `up`: the object's axis; given, the carrying hand
-  turns to keep it vertical (a mug pinched by its wall swings about the pinch as it is carried)."""
+  turns to keep it vertical (a mug pinched by its wall swings about the pinch as it is carried).
+  `neighbours` (the task's other objects): on the way to the grasp the hand keeps above them, its
+  palm as tilted now (the hand turns a quarter or more on the way, and tilts as it turns)."""
   d = state.pipeline_state
   if isinstance(target, str):
     target = _Target(env, "on", target)
@@ -155,6 +159,11 @@ def _pinch_stave(env, state, target, ref, grasp, theta, flare, radius, max_speed
   a_xy = jnp.where(pinching, tcp[:2], a_xy)
   a_close = (at_bottom | pinching | closing) & ~empty
   a_z = jnp.where(closing & ~pinching & ~empty, grasp[2], a_z)    # hold height while closing
+  if neighbours is not None:
+    r_now = env.tcp_mat(d) @ panda.EEF_ROT_HAND.T
+    a_xy, a_z = neighbours.on_the_way(d, tcp, a_xy, a_z, jnp.arctan2(r_now[1, 0], r_now[0, 0]),
+                                      ~aligned & ~closing & ~pinching,
+                                      neighbours.palm_up_now(env, d))
   goal_a = jnp.concatenate([a_xy, a_z[None]])
 
   # Phase B: carry over the target, lower, release.
@@ -331,9 +340,13 @@ class _Neighbours:
       self.axes = jnp.stack([sh.axes for sh in shapes])
       self.half = jnp.stack([sh.half for sh in shapes])
       self.palm = shapes[0].hand_half
+    m = env.mj_model
+    self.palm_geom = m.geom("hand_collision").id
+    self.palm_radius, self.palm_half_len = (float(x) for x in m.geom_size[self.palm_geom][:2])
 
-  def clearance(self, d, xy, yaw):
-    """-inf where nothing is under the hand."""
+  def clearance(self, d, xy, yaw, palm_up=PALM_UP):
+    """-inf where nothing is under the hand. `palm_up`: the palm's bottom above the TCP (a level
+    hand's by default; `palm_up_now` for the hand as it is tilted now)."""
     if self.n == 0:
       return jnp.float32(-jnp.inf)
     r = d.xmat[self.body].reshape(-1, 3, 3)
@@ -346,8 +359,28 @@ class _Neighbours:
       inside = jnp.all(jnp.abs(pts[None] - c[:, None, :2]) <= ext[:, None, :2], -1)
       return jnp.max(jnp.where(jnp.any(inside, -1), top, -jnp.inf))
 
-    return jnp.maximum(under(*self.palm) - self.PALM_UP,
+    return jnp.maximum(under(*self.palm) - palm_up,
                        under(*self.FINGERS) + self.TIP_DOWN) + self.MARGIN
+
+  def palm_up_now(self, env, d):
+    """The palm's lowest point above the TCP as the hand is now: a hand turning about z also
+    tilts (libero_10 task 3: 20 degrees), and the low end of its 22 cm palm then sits near the
+    TCP's height, not PALM_UP above it."""
+    g = self.palm_geom
+    axis = d.geom_xmat[g].reshape(3, 3)[:, 2]
+    low = d.geom_xpos[g][2] - jnp.abs(axis[2]) * self.palm_half_len - self.palm_radius
+    return jnp.minimum(low - env.tcp_pos(d)[2], self.PALM_UP)
+
+  def on_the_way(self, d, tcp, goal_xy, goal_z, yaw, travel, palm_up=PALM_UP):
+    """(goal xy, goal z) kept clear of the neighbours while `travel`ling: above what is under the
+    hand here and 3 and 6 cm on toward `goal_xy`; below that, rise before moving on."""
+    way = goal_xy - tcp[:2]
+    ahead = way / (jnp.linalg.norm(way) + 1e-9) * jnp.minimum(jnp.linalg.norm(way), 0.06)
+    need = jnp.max(jax.vmap(lambda f: self.clearance(d, tcp[:2] + f * ahead, yaw, palm_up))(
+        jnp.array([0.0, 0.5, 1.0])))
+    goal_z = jnp.where(travel, jnp.maximum(goal_z, need), goal_z)
+    goal_xy = jnp.where(travel & (tcp[2] < need - 0.02), tcp[:2], goal_xy)
+    return goal_xy, goal_z
 
 
 def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.0,
@@ -415,16 +448,8 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   a_z = jnp.where(aligned | closing, z_g, above_z)
   a_z = jnp.where(empty, above_z, a_z)
   a_close = (at_bottom | closing) & ~empty
-  if neighbours is not None:
-    # on the way (not yet over the grasp): above what is under the hand here and 3 and 6 cm on
-    # toward the grasp; below that, rise before moving on
-    way = a_xy - tcp[:2]
-    ahead = way / (jnp.linalg.norm(way) + 1e-9) * jnp.minimum(jnp.linalg.norm(way), 0.06)
-    need = jnp.max(jax.vmap(lambda f: neighbours.clearance(d, tcp[:2] + f * ahead, yaw_now))(
-        jnp.array([0.0, 0.5, 1.0])))
-    travel = (dxy >= 0.01) & ~closing
-    a_z = jnp.where(travel, jnp.maximum(a_z, need), a_z)
-    a_xy = jnp.where(travel & (tcp[2] < need - 0.02), tcp[:2], a_xy)
+  if neighbours is not None:      # on the way (not yet over the grasp): above the neighbours
+    a_xy, a_z = neighbours.on_the_way(d, tcp, a_xy, a_z, yaw_now, (dxy >= 0.01) & ~closing)
   goal_a = jnp.concatenate([a_xy, a_z[None]])
 
   # Phase B: up, over, down, release.
@@ -787,22 +812,22 @@ class SuiteExpert:
         raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
                          "not LIBERO's tilted slot, so no expert places a bottle in it yet")
       footprint = None
+      near = _Neighbours(env, [o.name for o in spec.objects if o.name != obj])
       if kind == "plate" and p.name == "on":
         act = lambda s, o=obj, t=target: push(env, s, o, t, with_holding=True)  # noqa: E731
       elif kind == "bowl":
         # into a drawer: the stave toward the robot (-x), so the hand's long side lies across the
         # drawer's slide, clear of the handles of the drawers above
         side = jnp.pi if isinstance(target, _DrawerTarget) else jnp.pi / 2
-        act = lambda s, o=obj, t=target, sd=side: pick_place_bowl(  # noqa: E731
-            env, s, bowl=o, target=t, with_holding=True, side=sd)
+        act = lambda s, o=obj, t=target, sd=side, nb=near: pick_place_bowl(  # noqa: E731
+            env, s, bowl=o, target=t, with_holding=True, side=sd, neighbours=nb)
       elif kind == "mug":
         mug = _Mug(env, obj)
-        act = lambda s, mg=mug, t=target: pick_place_mug(env, s, mg, t,  # noqa: E731
-                                                         with_holding=True)
+        act = lambda s, mg=mug, t=target, nb=near: pick_place_mug(  # noqa: E731
+            env, s, mg, t, with_holding=True, neighbours=nb)
         footprint = mug.footprint
       elif kind in ("box", "cylinder", "bottle"):
         shape = _Shape(env, obj)
-        near = _Neighbours(env, [o.name for o in spec.objects if o.name != obj])
         act = lambda s, sh=shape, tg=target, nb=near: pick_place(  # noqa: E731
             env, s, sh, tg, with_holding=True, neighbours=nb)
       else:
