@@ -195,11 +195,18 @@ def long_env():
   return LiberoSuite("libero_10", cameras=(), task_ids=[t for t, _ in LONG_TASKS.values()])
 
 
+@pytest.fixture(scope="module")
+def long_reset(long_env):
+  """long_env.reset_to, jitted once for the module's tests."""
+  import jax
+  return jax.jit(long_env.reset_to)
+
+
 def test_long_mug_two_object_and_drawer_tasks_are_supported(long_env):
   assert experts.supported(long_env) == [True] * len(LONG_TASKS)
 
 
-def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env):
+def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env, long_reset):
   """libero_10 task 1, state 5: the milk carton (13 cm tall) stands 8.6 cm from the cream cheese
   along the line the fingers close on. `_Neighbours.clearance` (under jit) equals a numpy height
   computed over the objects' hull geoms in that state (world boxes from C-side geom sizes); pinched at its
@@ -212,7 +219,7 @@ def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env):
   spec = env.specs[k]
   others = [o.name for o in spec.objects if o.name != "cream_cheese_1"]
   nb = experts._Neighbours(env, others)
-  d = jax.jit(env.reset_to)(k, 5).pipeline_state
+  d = long_reset(k, 5).pipeline_state
   shape = experts._Shape(env, "cream_cheese_1")
   c, axes, half = (np.asarray(x) for x in shape.world(d))
   narrow, long_ = np.argsort(np.where(np.abs(axes[2]) > 0.9, np.inf, half))[:2]
@@ -253,7 +260,7 @@ def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env):
   assert float(clear(d, jnp.asarray(away))) <= z_g + 1e-4         # slid away, all clear
 
 
-def test_palm_height_follows_the_tilted_hand(long_env):
+def test_palm_height_follows_the_tilted_hand(long_env, long_reset):
   """`_Neighbours.palm_up_now` (MJX kinematics, under jit) is the palm capsule's lowest point above
   the TCP as C MuJoCo places both (the `tcp` site), for the hand as reset (level: PALM_UP, the
   constant a level hand's clearance uses) and tilted +-0.4 rad at joint 5 (the capsule's low end
@@ -262,7 +269,7 @@ def test_palm_height_follows_the_tilted_hand(long_env):
   import mujoco
   from envs.tasks import libero_suite
   env, k = long_env, list(LONG_TASKS).index("bowl_in_drawer_and_close")
-  s = jax.jit(env.reset_to)(k, 2)
+  s = long_reset(k, 2)
   model = env._model(s)
   nb = experts._Neighbours(env, ["wine_bottle_1"])
   m = copy.deepcopy(env.mj_model)             # with this task's base and fixture poses
