@@ -281,7 +281,7 @@ def test_palm_height_follows_the_tilted_hand(long_env, long_reset):
   @jax.jit
   def palm_up(q):
     d = libero_suite.mjx_kinematics(model, s.pipeline_state.replace(qpos=q))
-    return nb.palm_up_now(env, d)
+    return nb.palm_up_now(d, env.tcp_pos(d))
 
   got = {}
   for tilt in (0.0, 0.4, -0.4):     # either way: the capsule's axis points up or down

@@ -163,7 +163,7 @@ def _pinch_stave(env, state, target, ref, grasp, theta, flare, radius, max_speed
     r_now = env.tcp_mat(d) @ panda.EEF_ROT_HAND.T
     a_xy, a_z = neighbours.on_the_way(d, tcp, a_xy, a_z, jnp.arctan2(r_now[1, 0], r_now[0, 0]),
                                       ~aligned & ~closing & ~pinching,
-                                      neighbours.palm_up_now(env, d))
+                                      neighbours.palm_up_now(d, tcp))
   goal_a = jnp.concatenate([a_xy, a_z[None]])
 
   # Phase B: carry over the target, lower, release.
@@ -362,14 +362,14 @@ class _Neighbours:
     return jnp.maximum(under(*self.palm) - palm_up,
                        under(*self.FINGERS) + self.TIP_DOWN) + self.MARGIN
 
-  def palm_up_now(self, env, d):
+  def palm_up_now(self, d, tcp):
     """The palm's lowest point above the TCP as the hand is now: a hand turning about z also
     tilts (libero_10 task 3: 20 degrees), and the low end of its 22 cm palm then sits near the
     TCP's height, not PALM_UP above it."""
     g = self.palm_geom
     axis = d.geom_xmat[g].reshape(3, 3)[:, 2]
     low = d.geom_xpos[g][2] - jnp.abs(axis[2]) * self.palm_half_len - self.palm_radius
-    return jnp.minimum(low - env.tcp_pos(d)[2], self.PALM_UP)
+    return jnp.minimum(low - tcp[2], self.PALM_UP)
 
   def on_the_way(self, d, tcp, goal_xy, goal_z, yaw, travel, palm_up=PALM_UP):
     """(goal xy, goal z) kept clear of the neighbours while `travel`ling: above what is under the
