@@ -11,7 +11,8 @@ fused_vs_unfused: the fused train step against the unfused baseline of the same 
        (vla_rl_jax/unfused.py: a Python loop over control steps, as the reference runs), same
        config, timed alternately in one run; prints `fused_unfused_ratio`.
 suites: control steps/s of each LIBERO suite (ten tasks mixed in one batch, one camera) next to the
-       single-task env in the same run; step and reset compile seconds.
+       single-task env and to the suite's task `suite_own_task` alone in its own scene, in the same
+       run; contact pairs, step and reset compile seconds.
 """
 
 import ml_collections
@@ -50,6 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.suites = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
   c.suite_single = "libero_bowl_on_plate"
   c.suite_num_envs = 256
+  # each suite's task run alone (its own scene) next to its mixed batch (-1: not). Task 1: every
+  # suite's task 1 relates objects to entities (On / In); a task that relates none (libero_goal 0,
+  # 5, 7) is built alone with every object x entity contact pair, more than the ten-task scene has
+  c.suite_own_task = 1
   c.ratio_envs = (args["env"],) if args.get("env") else ("fake_reach", "libero_bowl_on_plate")
   c.ratio_variant = "tiny"
   c.ratio_repeats = 2                   # the unfused LIBERO step takes minutes on a CPU

@@ -114,14 +114,14 @@ def emit(row: dict) -> None:
 
 
 def bench_env_setting(env_name: str, num_envs: int, cameras: tuple[str, ...], image_size: int,
-                      control_steps: int, repeats: int) -> dict:
+                      control_steps: int, repeats: int, env_kwargs: dict | None = None) -> dict:
   """Control steps/s of `num_envs` envs stepping with random actions, rendering `cameras`."""
   import jax
   import jax.numpy as jnp
   from envs import registry
   from envs.base import image_key
 
-  env = registry.make(env_name, image_size=image_size, cameras=cameras)
+  env = registry.make(env_name, image_size=image_size, cameras=cameras, **(env_kwargs or {}))
 
   def run(states, key):
     def body(carry, i):
@@ -150,7 +150,8 @@ def bench_env_setting(env_name: str, num_envs: int, cameras: tuple[str, ...], im
           **_spread("physics_steps_per_s", times, work * substeps),
           **_spread("frames_per_s", times, work * len(cameras)),
           **_spread("seconds_per_call", times, rate=False),
-          "compile_s": compile_s, "substeps": substeps, "reset_compile_s": reset_compile_s}
+          "compile_s": compile_s, "substeps": substeps, "reset_compile_s": reset_compile_s,
+          "contact_pairs": int(env.mj_model.npair) if hasattr(env, "mj_model") else None}
 
 
 def bench_env(cfg) -> None:
@@ -194,19 +195,37 @@ def _bench_env_row(cfg, b: int, image_size: int) -> None:
 def bench_suites(cfg) -> None:
   """Mixed-task batches: each LIBERO suite as one env (all ten tasks in one scene; the batch's
   resets spread over them) stepping `suite_num_envs` envs with random actions and the policy's
-  camera, next to the single-task env, in the same run; the step's and the reset's compile time."""
+  camera, next to the single-task env, in the same run; the step's and the reset's compile time.
+
+  With `suite_own_task` >= 0 each suite also runs that one task alone (`task_ids=(k,)`: its own
+  scene, none of the other tasks' entities) just before the mixed batch: `relative_to_own_task` is
+  what mixing the ten tasks in one scene costs that task, apart from how heavy the task's own scene
+  is (`relative_to_single_task` compares with `suite_single`, a lighter scene than any suite's)."""
   base = None
-  for name in (cfg.suite_single,) + tuple(cfg.suites):
-    print(f"suite bench {name} B={cfg.suite_num_envs} ...", file=sys.stderr, flush=True)
+  settings = [(cfg.suite_single, None)]
+  for name in cfg.suites:
+    if cfg.suite_own_task >= 0:
+      settings.append((name, (cfg.suite_own_task,)))
+    settings.append((name, None))
+  own = {}
+  for name, task_ids in settings:
+    label = name if task_ids is None else f"{name} task {task_ids[0]} alone"
+    print(f"suite bench {label} B={cfg.suite_num_envs} ...", file=sys.stderr, flush=True)
     r = bench_env_setting(name, cfg.suite_num_envs, tuple(cfg.cameras[:1]), cfg.image_size,
-                          cfg.control_steps, cfg.repeats)
+                          cfg.control_steps, cfg.repeats,
+                          None if task_ids is None else {"task_ids": task_ids})
     base = base or r["control_steps_per_s"]
-    emit({"bench": "suite", "env": name, "num_envs": cfg.suite_num_envs, "camera": cfg.cameras[0],
-          "image_size": cfg.image_size,
-          **{k: v for k, v in r.items() if k.startswith("control_steps_per_s")},
-          "relative_to_single_task": r["control_steps_per_s"] / base,
-          "step_compile_s": r["compile_s"], "reset_compile_s": r["reset_compile_s"],
-          **_peak_memory_mb(), **_machine()})
+    row = {"bench": "suite", "env": name, "task_ids": list(task_ids or ()),
+           "num_envs": cfg.suite_num_envs, "camera": cfg.cameras[0], "image_size": cfg.image_size,
+           **{k: v for k, v in r.items() if k.startswith("control_steps_per_s")},
+           "relative_to_single_task": r["control_steps_per_s"] / base,
+           "contact_pairs": r["contact_pairs"],
+           "step_compile_s": r["compile_s"], "reset_compile_s": r["reset_compile_s"]}
+    if task_ids is not None:
+      own[name] = r["control_steps_per_s"]
+    elif name in own:
+      row["relative_to_own_task"] = r["control_steps_per_s"] / own[name]
+    emit({**row, **_peak_memory_mb(), **_machine()})
 
 
 def bench_render(cfg) -> None:
@@ -413,6 +432,9 @@ def check(cfg) -> None:
                 "suite_num_envs"):
     if getattr(cfg, field) < 1:
       fail(PROG, f"--config.{field}={getattr(cfg, field)}: must be >= 1")
+  if cfg.suite_own_task >= 10:
+    fail(PROG, f"--config.suite_own_task={cfg.suite_own_task}: give a task id 0-9 (each suite has "
+               "ten tasks), or -1 to run only the mixed batches")
   for field in ("train_chunk_size", "train_num_prompts", "ratio_num_prompts"):
     if getattr(cfg, field) < 0:
       fail(PROG, f"--config.{field}={getattr(cfg, field)}: must be >= 0 (0: the config's)")

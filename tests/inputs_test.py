@@ -135,6 +135,8 @@ def test_good_eval_arguments_pass(run_dir):
     ("launch.benchmark", ["--config=configs/benchmark.py:what=train",
                           "--config.train_meshes=('8,1',)"],
      "launch.benchmark: --config.train_meshes=('8,1',): give 'data,fsdp,tensor' strings"),
+    ("launch.benchmark", ["--config=configs/benchmark.py:what=suites", "--config.suite_own_task=10"],
+     "launch.benchmark: --config.suite_own_task=10: give a task id 0-9"),
 ])
 def test_launchers_exit_with_one_line_and_no_traceback(module, args, line):
   out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
