@@ -96,10 +96,13 @@ class Bool(Option):
 @dataclasses.dataclass(frozen=True)
 class Choice(Option):
   choices: tuple[str, ...] = ()
+  # (value, why) for values a user may expect that are not offered: the error says why
+  refused: tuple[tuple[str, str], ...] = ()
 
   def check(self, value: Any) -> str:
     if value not in self.choices:
-      self.fail(value, f"choose one of {list(self.choices)}")
+      why = dict(self.refused).get(value) if isinstance(value, str) else None
+      self.fail(value, (f"{why}; " if why else "") + f"choose one of {list(self.choices)}")
     return value
 
 

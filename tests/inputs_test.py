@@ -35,6 +35,8 @@ def test_every_registered_env_declares_its_options():
      "solver='PGS'", "['Newton', 'CG']"),
     (lambda: __import__("envs.tasks.builder", fromlist=["x"]).PhysicsConfig(control_hz=float("nan")),
      "control_hz=nan", "finite"),
+    (lambda: registry.make("libero_goal", image_size=32, cameras=(), impl="warp"),
+     "impl='warp': MJX's warp backend keeps one contact buffer", "choose one of ['jax']"),
     (lambda: __import__("envs.tasks.libero_env", fromlist=["x"]).Randomization(color_jitter=2.0),
      "color_jitter=2.0", "[0.0, 1.0]"),
     (lambda: registry.make("libero_goal", image_size=32, cameras=(), protocl="reference"),

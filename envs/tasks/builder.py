@@ -83,6 +83,16 @@ class PhysicsConfig:
     return n
 
 
+# MJX's warp backend (mujoco-warp, NVIDIA GPUs; it also runs on the CPU with warp-lang installed:
+# checked 2026-11-30 with warp-lang 1.19 and MJX 3.17) keeps ONE contact buffer for a whole vmapped
+# batch, each contact tagged with its world's index, instead of one per env; inside `jax.vmap` an
+# env sees every world's contacts and not its index. This env's success predicates and grasp checks
+# read their own env's contacts (predicates.contact_between) and its controller the jax backend's
+# mass-matrix layout, so the backend is not offered until those read per-world data.
+WARP_REFUSED = ("MJX's warp backend keeps one contact buffer for a whole vmapped batch, and this "
+                "env's success predicates read each env's own contacts; not supported yet")
+
+
 # PhysicsConfig's fields as env options (defaults from the dataclass: one source of truth). Bounds:
 # past 10 ms a step of this contact-rich scene goes unstable; the controller runs 1-500 Hz; MJX
 # solves with Newton or CG, on pyramidal or elliptic cones, in its JAX implementation here.
@@ -98,7 +108,8 @@ PHYSICS_OPTIONS = (
     schema.Choice("cone", _P["cone"].default, "friction cone", choices=("pyramidal", "elliptic")),
     schema.Float("impratio", _P["impratio"].default, "frictional-to-normal constraint impedance",
                  lo=0.0, hi=100.0, lo_open=True),
-    schema.Choice("impl", _P["impl"].default, "MJX implementation", choices=("jax",)),
+    schema.Choice("impl", _P["impl"].default, "MJX implementation", choices=("jax",),
+                  refused=(("warp", WARP_REFUSED),)),
     schema.Float("density", _P["density"].default, "air density, kg/m^3 (0: no drag)",
                  lo=0.0, hi=2000.0),
     schema.Float("viscosity", _P["viscosity"].default, "air viscosity, Pa s (0: none)",
