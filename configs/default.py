@@ -208,6 +208,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.patch_size = 16
     oft((768, 12, 12, 3072), (0, 0, 0, 0, 0), 768, 12, 12, 2048)
     c.rl.num_prompts, c.rl.minibatch_size = 64, 128
+    # each policy call's forward recomputed in the backward pass: keeping all 16 calls' activations
+    # of a 128-trajectory minibatch took 275 GB at 64 px and ran an H200 (141 GB) out of memory;
+    # checkpointed, the compiled step's temporaries are 9.8 GB at 64 trajectories (CPU memory_analysis)
+    c.rl.remat_calls = True
     c.train.num_steps = 500
     if libero and c.env.name not in SUITES:
       c.env.episode_length = 128

@@ -327,6 +327,7 @@ def _bench_train_one(cfg, env_name: str, setting: dict) -> None:
   from vla_rl_jax.builders import build
   from vla_rl_jax.rollout import resolve_store, stored_bytes_per_call
   from vla_rl_jax.train_step import make_train_step
+  from vla_rl_jax.trainer import check_fits
 
   rc = _train_config(env_name, dtype=cfg.train_dtype, **setting)
   print(f"train step on {env_name} ({setting}) ...", file=sys.stderr, flush=True)
@@ -335,14 +336,20 @@ def _bench_train_one(cfg, env_name: str, setting: dict) -> None:
   t = time.perf_counter()
   step = make_train_step(b).lower(state, stats).compile()
   compile_s = time.perf_counter() - t
+  check_fits(step, "train step")
+  # progress on stderr: a run cut by a time limit still says how far it got
+  print(f"  compiled in {compile_s:.1f} s", file=sys.stderr, flush=True)
+  t = time.perf_counter()
   state, stats, m = step(state, stats)  # warm-up
   jax.block_until_ready(m)
+  print(f"  warm-up step {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
   times, ms = [], []
   for _ in range(cfg.train_repeats):
     t = time.perf_counter()
     state, stats, m = step(state, stats)
     ms.append(jax.device_get(m))
     times.append(time.perf_counter() - t)
+    print(f"  step {times[-1]:.1f} s", file=sys.stderr, flush=True)
   row = _step_row(rc, times, ms)
   row.update(flops.step_fields(b, state, times, ms))
   num_tokens = b.policy.num_tokens
@@ -368,6 +375,7 @@ def bench_fused_vs_unfused(cfg) -> None:
   import jax
   from vla_rl_jax.builders import build
   from vla_rl_jax.train_step import make_train_step
+  from vla_rl_jax.trainer import check_fits
   from vla_rl_jax.unfused import UnfusedStep
 
   for env_name in cfg.ratio_envs:
@@ -380,11 +388,15 @@ def bench_fused_vs_unfused(cfg) -> None:
     t = time.perf_counter()
     fused = make_train_step(b).lower(state_f, stats_f).compile()
     fused_compile_s = time.perf_counter() - t
+    check_fits(fused, "fused train step")
+    print(f"  fused step compiled in {fused_compile_s:.1f} s", file=sys.stderr, flush=True)
     unfused = UnfusedStep(b)
     t = time.perf_counter()  # the unfused pieces compile on first use: warm-up step, all included
     state_u, stats_u, _ = unfused(state_u, stats_u)
     jax.block_until_ready(state_u.params)
     unfused_first_s = time.perf_counter() - t
+    print(f"  unfused first step (its compiles included) {unfused_first_s:.1f} s", file=sys.stderr,
+          flush=True)
     state_f, stats_f, m = fused(state_f, stats_f)  # warm-up, as the unfused one had
     jax.block_until_ready(m)
     tf, tu, mf, mu = [], [], [], []

@@ -120,6 +120,7 @@ def test_gradient_accumulation_fields_resolve():
   tiny = resolve_with()
   assert (tiny.rl.grad_accum, tiny.rl.micro_batch_size, tiny.rl.remat_calls) == ("off", 0, False)
   assert resolve_with(arg="variant=base").rl.grad_accum == "per_call"
+  assert resolve_with(arg="variant=small").rl.remat_calls   # 275 GB on an H200 without (BENCHMARKS.md)
   # a config saved before these fields existed loads with today's single value_and_grad
   d = config_lib.to_dict(tiny)
   for k in ("grad_accum", "micro_batch_size", "remat_calls"):

@@ -175,3 +175,38 @@ def test_importing_a_launcher_and_the_envs_prints_nothing(module):
   p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
   assert p.returncode == 0 and p.stdout == "" and "warp" not in p.stderr, (p.stdout, p.stderr)
+
+
+def test_a_program_larger_than_the_device_is_refused_before_it_runs():
+  """`trainer.check_fits` reads XLA's memory analysis of the compiled step against the device's
+  memory limit: the small variant once needed 275 GB on a 141 GB H200 and failed inside its first
+  step (RESOURCE_EXHAUSTED); now start-up names the knobs. CPU devices report no limit (pass)."""
+  import jax
+  import jax.numpy as jnp
+
+  from vla_rl_jax.config import ConfigError
+  from vla_rl_jax.trainer import check_fits
+
+  compiled = jax.jit(lambda x: jnp.tanh(x @ x) @ x).lower(jnp.ones((512, 512))).compile()
+  m = compiled.memory_analysis()
+  need = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + \
+      m.temp_size_in_bytes
+  assert need >= 2 * 512 * 512 * 4          # the argument and the output at least
+
+  class Device:                              # a device with `limit` bytes (None: no statistics)
+    def __init__(self, limit):
+      self.limit = limit
+
+    def memory_stats(self):
+      return None if self.limit is None else {"bytes_limit": self.limit}
+
+    def __str__(self):
+      return "gpu:0"
+
+  with pytest.raises(ConfigError, match=r"train step needs [\d.]+ MiB on gpu:0 .*more than its "
+                                        r"[\d.]+ MiB.*rl\.remat_calls=True.*rl\.grad_accum=per_call"
+                                        r".*rl\.minibatch_size"):
+    check_fits(compiled, "train step", Device(need - 1))
+  check_fits(compiled, "train step", Device(need))       # exactly fits
+  check_fits(compiled, "train step", Device(None))       # no limit known
+  check_fits(compiled, "train step")                     # this machine's device (CPU: no limit)

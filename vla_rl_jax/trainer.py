@@ -110,6 +110,30 @@ def memory_mb() -> dict[str, float]:
   return out
 
 
+def check_fits(compiled, what: str, device=None) -> None:
+  """Refuses, before it runs, a compiled program whose buffers (arguments, outputs not aliased to
+  them, temporaries; XLA's memory_analysis) exceed the device's memory, with what to change --
+  instead of RESOURCE_EXHAUSTED from inside the first step. Backends without a memory limit (the
+  CPU) pass."""
+  device = device or jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  m = compiled.memory_analysis()
+  if not limit or m is None:
+    return
+  need = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes \
+      + m.temp_size_in_bytes
+  if need > limit:
+    def size(n):
+      return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+    raise config_lib.ConfigError(
+        f"the compiled {what} needs {size(need)} on {device} ({size(m.temp_size_in_bytes)} of it "
+        f"temporaries), more than its {size(limit)}: set "
+        "--config.rl.remat_calls=True (each policy call's activations recomputed in the backward "
+        "pass), or --config.rl.grad_accum=per_call (one call of one micro-batch at a time), or "
+        "lower --config.rl.minibatch_size, or add devices")
+
+
 def train_and_evaluate(config: Any, workdir: str, *, quiet: bool = False) -> dict[str, Any]:
   """Runs (or resumes) training; returns a summary with the eval history and timings.
 
@@ -318,6 +342,7 @@ def _loop(cfg, b, ckpt, writer, state, stats, start, log, warn) -> dict[str, Any
   t0 = time.time()
   train_step = make_train_step(b).lower(state, stats).compile()
   compile_s = time.time() - t0
+  check_fits(train_step, "train step")
   _remember_compile_time(key, compile_s)
   eval_fn = make_eval_fn(b, with_frames=True)
   t0 = time.time()
