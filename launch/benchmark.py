@@ -171,6 +171,9 @@ def _bench_env_row(cfg, b: int, image_size: int) -> None:
     except Exception as e:  # e.g. out of memory at the largest batch: report, keep going
       row[f"error{label}"] = f"{type(e).__name__}: {str(e)[:200]}"
       continue
+    # progress on stderr (the row comes once all three settings are done; a cut run keeps this)
+    print(f"  compiled in {r['compile_s']:.1f} s, {r['control_steps_per_s']:.1f} control steps/s",
+          file=sys.stderr, flush=True)
     for sfx in ("", "_min", "_max"):
       row[f"control_steps_per_s{label}{sfx}"] = r[f"control_steps_per_s{sfx}"]
       if not cams:
