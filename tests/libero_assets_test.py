@@ -85,3 +85,49 @@ def test_moka_pot_stands_on_the_burner_and_counts_as_on_it(scene):
   touching = any({m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]} == {pot, stove}
                  for c in (d.contact[i] for i in range(d.ncon)))
   assert bool(ok) and touching
+
+
+def _tool():
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
+                      "libero_boxes.py")
+  spec = importlib.util.spec_from_file_location("libero_boxes", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_libero_boxes_tool_picks_the_grip_the_fingers_can_reach():
+  """The conversion's own geometry, on a synthetic pot: quaternions of half turns (LIBERO writes its
+  wall slabs as 180-degree turns, where a sign-from-off-diagonal formula picks the wrong axis), and
+  the grip: the narrowest parallel wall pair under the open hand whose fingers, coming down outside
+  the walls, miss every other box."""
+  t = _tool()
+  rng = np.random.default_rng(0)
+  for q in [(0.0, 0.70711, 0.70711, 0.0), (0.0, -0.19372, 0.98106, 0.0),
+            (0.0, 0.0, 0.23224, 0.97266), (0.0, 0.0, 0.0, 1.0)] + list(rng.normal(size=(20, 4))):
+    r = t.qmat(q)
+    assert np.allclose(t.qmat(t.mat_q(r)), r, atol=1e-6), q
+  yaw = lambda a: t.qmat((np.cos(a / 2), 0.0, 0.0, np.sin(a / 2)))  # noqa: E731
+  up = 0.06
+  # a body of two wall pairs: 6 cm apart across y (a spout box in front of one of them, where a
+  # finger would come down) and 7 cm apart across a diagonal; a 9 cm pair is too wide for the hand
+  boxes = [(np.array([0.0, -0.027, up]), np.eye(3), np.array([0.02, 0.003, up])),
+           (np.array([0.0, 0.027, up]), np.eye(3), np.array([0.02, 0.003, up])),
+           (np.array([0.0, -0.045, 0.09]), np.eye(3), np.array([0.01, 0.01, 0.02])),     # spout
+           (np.array([0.032, 0.0, up]) @ yaw(0.4).T, yaw(0.4), np.array([0.003, 0.015, up])),
+           (np.array([-0.032, 0.0, up]) @ yaw(0.4).T, yaw(0.4), np.array([0.003, 0.015, up])),
+           (np.array([0.042, 0.0, up]) @ yaw(1.2).T, yaw(1.2), np.array([0.003, 0.01, up])),
+           (np.array([-0.042, 0.0, up]) @ yaw(1.2).T, yaw(1.2), np.array([0.003, 0.01, up]))]
+  found = t.grips(boxes)
+  widths = {(i, j): w for w, i, j, *_ in found}
+  assert widths[(0, 1)] == pytest.approx(0.060, abs=1e-6)
+  assert widths[(3, 4)] == pytest.approx(0.070, abs=1e-6)
+  assert widths[(5, 6)] == pytest.approx(0.090, abs=1e-6)
+  top = 2 * up
+  clear = [(i, j) for w, i, j, *_ in found
+           if w <= t.OPEN - 2 * t.SPARE and t.fingers_clear(boxes, (w, i, j, *_), top)]
+  assert clear == [(3, 4)]                     # (0, 1) is narrower but the spout is in the way
+  _, i, j, c, n, _, half = next(g for g in found if g[1:3] == (3, 4))
+  assert abs(abs(n @ yaw(0.4)[:, 0]) - 1) < 1e-9 and half[0] == pytest.approx(0.035)
