@@ -40,38 +40,29 @@ import sys
 import xml.etree.ElementTree as ET
 import zipfile
 
+import mujoco
 import numpy as np
 
-OPEN = 0.08          # the Panda hand's opening between the finger pads, fully open (m)
+from envs.robots import panda
+
+OPEN = 2 * panda.FINGER_STROKE   # the hand's opening between the finger pads, fully open (8 cm)
 SPARE = 0.003        # at least this much room on each side of a grip
 FINGER = (0.018, 0.015)  # a finger's thickness outside the wall and half width along it (m)
 
 
 def qmat(q):
-  w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
-  return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                   [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                   [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+  """A quaternion's rotation matrix (normalised first, as MuJoCo's compiler does)."""
+  q = np.asarray(q, float)
+  r = np.zeros(9)
+  mujoco.mju_quat2Mat(r, q / np.linalg.norm(q))
+  return r.reshape(3, 3)
 
 
 def mat_q(r):
-  """A rotation matrix's quaternion (w >= 0), from its largest diagonal term (Shepperd's method,
-  exact for half turns too)."""
-  t = np.trace(r)
-  k = int(np.argmax([t, r[0, 0], r[1, 1], r[2, 2]]))
-  if k == 0:
-    s = 2 * math.sqrt(1 + t)
-    q = [s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-  elif k == 1:
-    s = 2 * math.sqrt(1 + r[0, 0] - r[1, 1] - r[2, 2])
-    q = [(r[2, 1] - r[1, 2]) / s, s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
-  elif k == 2:
-    s = 2 * math.sqrt(1 - r[0, 0] + r[1, 1] - r[2, 2])
-    q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s]
-  else:
-    s = 2 * math.sqrt(1 - r[0, 0] - r[1, 1] + r[2, 2])
-    q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4]
-  q = np.array(q)
+  """A rotation matrix's quaternion, w >= 0 (MuJoCo's conversion: exact for half turns, which LIBERO
+  writes its wall slabs as)."""
+  q = np.zeros(4)
+  mujoco.mju_mat2Quat(q, np.ascontiguousarray(r, float).ravel())
   return -q if q[0] < 0 else q
 
 
@@ -185,7 +176,7 @@ def main():
     if (pts.min(0) < want[0] - 2e-5).any() or (pts.max(0) > want[1] + 2e-5).any():
       sys.exit(f"{a.top_of!r}'s boxes reach outside the converted aabb_collision: another frame")
     k = (pts - fpos) @ fr
-    value = [*np.round(k.min(0)[:2], 5), *np.round(k.max(0)[:2], 5), round(float(k[:, 2].max()), 5)]
+    value = [round(float(v), 5) for v in (*k.min(0)[:2], *k.max(0)[:2], k[:, 2].max())]
     data["categories"][a.category] = dict(cat, params=dict(cat["params"], **{a.name: value}))
     with open(a.data, "w") as f:
       json.dump(data, f, separators=(",", ":"))
