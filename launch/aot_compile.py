@@ -101,17 +101,6 @@ def parse_mesh(spec: str | None, num_devices: int) -> tuple[int, int, int] | Non
   return mesh
 
 
-def memory_figures(compiled) -> dict:
-  """Per-device bytes of the compiled program (CompiledMemoryStats), with total and GB."""
-  m = compiled.memory_analysis()
-  if m is None:
-    return {}
-  out = {k: int(getattr(m, f"{k}_size_in_bytes", 0) or 0)
-         for k in ("argument", "output", "temp", "alias", "generated_code")}
-  out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
-  return {**{f"{k}_bytes": v for k, v in out.items()}, "total_gb": out["total"] / 1e9}
-
-
 def xla_cost(compiled) -> dict:
   try:
     ca = compiled.cost_analysis()
@@ -132,6 +121,7 @@ def plan(config, num_devices: int, mesh: tuple[int, int, int] | None) -> dict:
   from vla_rl_jax import flops  # noqa: PLC0415
   from vla_rl_jax.builders import build  # noqa: PLC0415
   from vla_rl_jax.train_step import make_train_step  # noqa: PLC0415
+  from vla_rl_jax.trainer import memory_figures  # noqa: PLC0415
 
   if jax.device_count() != num_devices or jax.devices()[0].platform != "cpu":
     raise RuntimeError(f"asked for {num_devices} fake CPU devices, jax started with "

@@ -110,6 +110,18 @@ def memory_mb() -> dict[str, float]:
   return out
 
 
+def memory_figures(compiled) -> dict:
+  """Per-device bytes of a compiled program (XLA's memory_analysis), with their total (arguments +
+  outputs + temporaries - what outputs alias: donated state) and GB; {} where the backend has none."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  out = {k: int(getattr(m, f"{k}_size_in_bytes", 0) or 0)
+         for k in ("argument", "output", "temp", "alias", "generated_code")}
+  out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+  return {**{f"{k}_bytes": v for k, v in out.items()}, "total_gb": out["total"] / 1e9}
+
+
 def check_fits(compiled, what: str, device=None) -> None:
   """Refuses, before it runs, a compiled program whose buffers (arguments, outputs not aliased to
   them, temporaries; XLA's memory_analysis) exceed the device's memory, with what to change --
@@ -118,16 +130,15 @@ def check_fits(compiled, what: str, device=None) -> None:
   device = device or jax.local_devices()[0]
   stats = device.memory_stats() or {}
   limit = stats.get("bytes_limit")
-  m = compiled.memory_analysis()
-  if not limit or m is None:
+  m = memory_figures(compiled)
+  if not limit or not m:
     return
-  need = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes \
-      + m.temp_size_in_bytes
+  need = m["total_bytes"]
   if need > limit:
     def size(n):
       return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
     raise config_lib.ConfigError(
-        f"the compiled {what} needs {size(need)} on {device} ({size(m.temp_size_in_bytes)} of it "
+        f"the compiled {what} needs {size(need)} on {device} ({size(m['temp_bytes'])} of it "
         f"temporaries), more than its {size(limit)}: set "
         "--config.rl.remat_calls=True (each policy call's activations recomputed in the backward "
         "pass), or --config.rl.grad_accum=per_call (one call of one micro-batch at a time), or "
