@@ -464,7 +464,7 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   near = jnp.linalg.norm(tcp[:2] - c[:2]) < wide + 0.02
   # a grip nearly as wide as the open hand (the moka pot's 7.35 cm walls in 8 cm): closed only
   # once the fingers have moved, and lined up to within the room left on each side
-  spare = 0.006 if shape.grip is None else 0.5 * (0.04 - width)
+  spare = 0.006 if shape.grip is None else 0.5 * (panda.FINGER_STROKE - width)
   closed = opening < width + spare
   empty = opening < 0.4 * width
   holding = closed & ~empty & near & (tcp[2] < top + 0.02) & (tcp[2] > bottom)

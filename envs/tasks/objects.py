@@ -289,7 +289,7 @@ def boxes(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
     b = flat[10 * k:10 * k + 10]
     geoms.append(geom(f"{o.name}_box{k}", "box", b[7:10], o.rgba, pos=b[0:3], quat=b[3:7]))
   walls = tuple(f"{o.name}_box{int(grip[k])}" for k in (0, 1))
-  cx, cy, _, yaw, across, along, up = grip[2], grip[3], grip[4], grip[5], *grip[6:9]
+  cx, cy, _, yaw, across, along, up = grip[2:9]
   h = o.param("height", 2 * up)
   hxy = o.param("half_xy", (across, across))
   r_feet = 0.7 * min(across, along * 2.0)
