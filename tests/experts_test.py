@@ -314,10 +314,12 @@ def test_long_tasks_reach_their_goals():
 @pytest.mark.slow   # ~4 min on 2 cores (one compilation for the two)
 def test_moka_pot_tasks_reach_their_goals():
   """libero_10 task 8 (both moka pots on the stove, side by side: the second does not land on the
-  first) from state 0, and task 2 (turn the stove on, then the moka pot on it) from state 6, where
-  sliding the pinch along the walls (for long boxes) kept the hand from lining up with the walls
-  within the 2 mm the 7.35 cm pot leaves in the 8 cm hand. Both failed with the moka pot as one
-  8.14 cm cylinder (no grasp) and with the 5 cm stove box (not On the cook region)."""
+  first) from state 0, and task 2 (turn the stove on, then the moka pot on it) from state 6. Each
+  failed, traced, before the fix it guards: in task 8 the rise after letting go of the first pot
+  took the default footprint (the handle stretched it past 12 cm), so the hand carrying the second
+  pot past the first opened and dropped it; in task 2 the pinch slid along the short walls (a rule
+  for long boxes) toward a candidate that changed as the frypan rocked, and the hand never lined up
+  within the 1.6 mm a side the 7.35 cm pot leaves in the 8 cm hand."""
   env = LiberoSuite("libero_10", cameras=(), task_ids=[8, 2])
   pairs = np.array([(0, 0), (1, 6)], np.int32)
   out = evaluation.run_episodes(env, evaluation.expert_actor(experts.SuiteExpert(env)), pairs,
