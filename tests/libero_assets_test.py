@@ -131,3 +131,85 @@ def test_libero_boxes_tool_picks_the_grip_the_fingers_can_reach():
   assert clear == [(3, 4)]                     # (0, 1) is narrower but the spout is in the way
   _, i, j, c, n, _, half = next(g for g in found if g[1:3] == (3, 4))
   assert abs(abs(n @ yaw(0.4)[:, 0]) - 1) < 1e-9 and half[0] == pytest.approx(0.035)
+
+
+@pytest.fixture(scope="module")
+def rack_scene():
+  spec = libero_data.tasks("libero_goal")[9]     # put the wine bottle on the rack
+  built = builder.build(spec)
+  return spec, built, built.mj_model
+
+
+def _libero_on_site(m, d, body, site, parent):
+  """LIBERO's On(a, site) by hand (LIBERO_PREDICATES.md): d = R_site @ (p_a - p_site) -- R itself,
+  not its transpose --, h_z - 0.005 < d_z < h_z + 0.10, |d_x| < h_x, |d_y| < h_y, and a contact
+  between a and the site's parent."""
+  r = d.site_xmat[site].reshape(3, 3)
+  v = r @ (d.xpos[body] - d.site_xpos[site])
+  h = m.site_size[site]
+  inside = h[2] - 0.005 < v[2] < h[2] + 0.10 and abs(v[0]) < h[0] and abs(v[1]) < h[1]
+  touching = any({m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]} == {body, parent}
+                 for c in (d.contact[i] for i in range(d.ncon)))
+  return inside and touching
+
+
+def _z_to(axis):
+  """A quaternion turning +z onto `axis`."""
+  z = axis / np.linalg.norm(axis)
+  x = np.cross([1.0, 0.0, 0.0], z) if abs(z[0]) < 0.9 else np.cross([0.0, 1.0, 0.0], z)
+  x /= np.linalg.norm(x)
+  q = np.zeros(4)
+  mujoco.mju_mat2Quat(q, np.stack([x, np.cross(z, x), z], 1).ravel())
+  return q
+
+
+def test_wine_rack_is_libero_s_boxes_and_holds_a_bottle_the_expert_s_way(rack_scene):
+  """LIBERO's wine rack is nine boxes (a base, a back post, two shelves sloping 31 degrees, a lip at
+  each shelf's low edge); it was one flat slab over visual legs the arm passed through. Its boxes
+  span the converted collision bounding box; the base pairs only with the hand and the fingertips;
+  and a bottle set down as the expert aims it (experts._Rack: along the upper shelf's slope, neck
+  uphill, its base at the lip, 6 cm across from the site's centre) stays there and counts as On
+  LIBERO's top_region, while the same bottle lying across the shelf against the lip does not."""
+  import types
+  from envs.tasks import experts
+  _, built, m = rack_scene
+  d = mujoco.MjData(m)
+  mujoco.mj_forward(m, d)
+  rack = m.body("wine_rack_1").id
+  boxes = [g for g in range(m.ngeom) if m.geom_bodyid[g] == rack and m.geom_type[g] == 6]
+  assert len(boxes) == 9
+  pts = _in_root(d, rack, np.concatenate([_corners(m, d, g) for g in boxes]))
+  want = np.array(libero_data.category("wine_rack")["aabb_collision"])
+  np.testing.assert_allclose(np.stack([pts.min(0), pts.max(0)]), want, atol=1e-4)
+  low = set(built.fixtures["wine_rack_1"].params["low"])
+  assert len(low) == 4
+  for i in range(m.npair):
+    g1, g2 = m.geom(m.pair_geom1[i]).name, m.geom(m.pair_geom2[i]).name
+    if g2 in low:
+      assert g1 in ("hand_collision", "left_pad", "right_pad"), g1
+  arm = {m.geom(m.pair_geom1[i]).name for i in range(m.npair)
+         if m.geom(m.pair_geom2[i]).name == "wine_rack_1_box8"}          # the post
+  assert {"link4_collision", "link7_collision", "hand_collision"} <= arm
+
+  site = m.site("wine_rack_1_top_region").id
+  bottle = m.body("wine_bottle_1").id
+  ja = m.jnt_qposadr[m.body_jntadr[bottle]]
+  shape = types.SimpleNamespace(radius=libero_data.category("wine_bottle")["params"]["radius"])
+  corner, n, t, e = (np.asarray(v) for v in experts._Rack(types.SimpleNamespace(mj_model=m),
+                                                            "wine_rack_1_top_region").frame(d))
+  assert np.degrees(np.arccos(t[2])) == pytest.approx(90 - 31.2, abs=0.5)     # the shelf's slope
+  results = {}
+  for name, axis, start in (
+      ("along", t, corner + (shape.radius + 0.004) * n + 0.003 * t + experts.RACK_ACROSS * e),
+      ("across", e, corner + (shape.radius + 0.004) * (n + t) - 0.07 * e)):
+    mujoco.mj_resetData(m, d)
+    d.qpos[ja:ja + 3] = start
+    d.qpos[ja + 3:ja + 7] = _z_to(axis)
+    for _ in range(800):                                                  # 2 s
+      mujoco.mj_step(m, d)
+    moved = np.linalg.norm(d.xpos[bottle] - start)
+    results[name] = (_libero_on_site(m, d, bottle, site, rack), moved,
+                     float(d.xmat[bottle].reshape(3, 3)[:, 2] @ axis))
+  on, moved, cos = results["along"]
+  assert on and moved < 0.01 and cos > np.cos(np.radians(5)), results
+  assert not results["across"][0] and results["across"][1] < 0.01, results

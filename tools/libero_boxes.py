@@ -22,6 +22,15 @@ the converted `aabb_collision` (so the frames agree), turns the boxes into the c
                 rule out the 6.6 cm front and back walls)
   params.height, params.half_xy: the boxes' top and horizontal half extents (kind frame)
 
+With --keep-kind it records the boxes as params.boxes and keeps the category's kind (a fixture: no
+grip). LIBERO's wine rack is nine boxes: a base of four, a back post, two shelves sloping 31 degrees
+and a stopper lip at each shelf's low edge; its `top_region` (the goal of "put the wine bottle on the
+rack") lies at the upper shelf's lip. Fitted as one box it was a flat slab over visual legs that
+the arm passed through:
+
+    .venv/bin/python tools/libero_boxes.py --assets '...' --category wine_rack \
+        --xml turbosquid_objects/wine_rack/wine_rack.xml --keep-kind
+
 With --top-of BODY it records only that body's top face, [x0, y0, x1, y1, top] in the kind frame,
 as params[--as]: LIBERO's flat stove cooks on a burner plate 2.5 cm over its root (the knob's boxes
 reach 5 cm, and the one fitted box took that height over the burner too):
@@ -157,6 +166,8 @@ def main():
   ap.add_argument("--xml", required=True, help="the category's MJCF inside the wheels' assets/")
   ap.add_argument("--top-of", help="record only this body's top face as params[--as]")
   ap.add_argument("--as", dest="name", default="cook_plate")
+  ap.add_argument("--keep-kind", action="store_true",
+                  help="a fixture: params.boxes only, the category keeps its kind (no grip)")
   ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "envs", "tasks",
                                                  "data", "libero40.json"))
   a = ap.parse_args()
@@ -193,13 +204,19 @@ def main():
     assert np.allclose(qmat(mat_q(r)), r, atol=1e-6), r
   kp = np.concatenate([corners(*b) for b in kind])
   top = float(kp[:, 2].max())
+  flat = [float(v) for p, r, h in kind for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))]
+  if a.keep_kind:
+    data["categories"][a.category] = dict(cat, params=dict(cat["params"], boxes=flat))
+    with open(a.data, "w") as f:
+      json.dump(data, f, separators=(",", ":"))
+    print(f"{a.category}: {len(boxes)} boxes as params.boxes (kind {cat['kind']!r} kept)")
+    return
   found = [g for g in grips(kind) if g[0] <= OPEN - 2 * SPARE and fingers_clear(kind, g, top)]
   if not found:
     sys.exit("no pair of parallel walls fits the open hand with its fingers clear")
   width, i, j, c, n, t, half = found[0]
   data["categories"][a.category] = dict(cat, kind="boxes", params={
-      "boxes": [float(v) for p, r, h in kind
-                for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))],
+      "boxes": flat,
       "grip": [float(v) for v in (i, j, *np.round(c, 5), round(math.atan2(n[1], n[0]), 5),
                                   *np.round(half, 5))],
       "height": round(top, 5),

@@ -7,7 +7,8 @@ All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), 
   support feet of every object x table, support feet x surface geoms of every OTHER object, a tall
   object's side capsule x the table and what a task puts it on or in (with a basket's walls: it
   lies there once knocked over), arm
-  link capsules x table, reaching links + palm x every object's hull and every fixture surface.
+  link capsules x table, reaching links + palm x every object's hull and every fixture surface,
+  palm + fingertip pads x a fixture's low base (the wine rack's four base boxes).
 """
 
 from __future__ import annotations
@@ -265,6 +266,9 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   for fb in fixtures.values():
     for sg in fb.surface:
       for g in REACHING:
+        ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
+    for sg in fb.params.get("low", ()):   # a fixture's base near the table: the hand and the
+      for g in ("hand_collision", "left_pad", "right_pad"):   # fingertips are all that reach it
         ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
   names = [o.name for o in spec.objects]
   groups = [set(g) for g in spec.groups]

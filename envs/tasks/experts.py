@@ -247,6 +247,7 @@ class _Shape:
       half = (p["radius"], p["radius"], 0.5 * h)
     # a bottle is pinched by its neck (lower, the hand's palm would hit its top): the pinch width
     self.neck = p.get("neck_radius") if spec.kind == "bottle" else None
+    self.radius = float(p.get("radius", 0.0))
     # round in plan (a can, a bottle): any yaw grasps it, so the hand keeps its own
     self.round = "half" not in p
     self.body = env._obj_body[name]  # noqa: SLF001
@@ -262,6 +263,9 @@ class _Shape:
     radius, half_len = (float(x) for x in m.geom_size[hand][:2])
     self.hand_half = (half_len + radius, radius)
     self.center = jnp.asarray(np.asarray(fpos) + rf @ np.array([0.0, 0.0, half[2]]), jnp.float32)
+    # how far up its own axis from its origin an upright object is pinched (pick_place's z_g)
+    self.grasp_up = float((np.asarray(fpos) + rf @ np.array([0.0, 0.0, 2 * half[2]]))[2]
+                          - min(0.02, half[2]))
     self.axes = jnp.asarray(rf, jnp.float32)
     self.half = jnp.asarray(half, jnp.float32)
 
@@ -337,8 +341,16 @@ def _hand_clash(d, shape: _Shape, xy, yaw, z_floor):
   pts = _footprint(xy, yaw, *shape.hand_half)
   pos, mat = d.geom_xpos[ids], d.geom_xmat[ids].reshape(-1, 3, 3)
   rel = jnp.concatenate([pts[None] - pos[:, None, :2], jnp.zeros((len(ids), pts.shape[0], 1))], -1)
-  local = jnp.einsum("gji,gpj->gpi", mat, rel)                   # R^T (p - c), per box
-  inside = jnp.all(jnp.abs(local[..., :2]) <= half[:, None, :2], -1)
+  u = jnp.einsum("gji,gpj->gpi", mat, rel)                       # R^T (p - c), per box
+  # does the vertical line through the point meet the box (a sloping shelf as well as an upright
+  # box)? Along the line the box-frame point is u + s w, w = R^T e_z; each axis bounds s to a slab
+  w = mat[:, 2, :][:, None, :]
+  safe = jnp.where(jnp.abs(w) > 1e-6, w, 1.0)
+  a, b = (-half[:, None, :] - u) / safe, (half[:, None, :] - u) / safe
+  lo = jnp.where(jnp.abs(w) > 1e-6, jnp.minimum(a, b), -jnp.inf)
+  hi = jnp.where(jnp.abs(w) > 1e-6, jnp.maximum(a, b), jnp.inf)
+  flat = jnp.all((jnp.abs(w) > 1e-6) | (jnp.abs(u) <= half[:, None, :]), -1)
+  inside = flat & (jnp.max(lo, -1) <= jnp.min(hi, -1))
   top = pos[:, 2] + jnp.sum(jnp.abs(mat[:, 2, :]) * half, -1)
   return jnp.sum(inside & (top > z_floor)[:, None])
 
@@ -411,7 +423,7 @@ class _Neighbours:
 
 def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.0,
                approach_height: float = 0.08, with_holding: bool = False,
-               neighbours: _Neighbours | None = None):
+               neighbours: _Neighbours | None = None, grasp_yaw=None):
   """Pinch a compact object from above across its narrower horizontal side, near its top; lift
   clear of the target's rim, carry its origin over the target, lower and release. Returns
   float32[7] (and whether the hand holds the object, with `with_holding`).
@@ -419,7 +431,9 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   side, where the hand at the grasp clears them best (not a grip: its walls are short and the
   hand lines up with them to 2 mm), and on the way there the hand keeps above
   those under it (and rises before it moves on when it is below them) -- a basket it just let go
-  into, a tall carton beside the box."""
+  into, a tall carton beside the box.
+  `grasp_yaw(d, yaw_now)`, when given, sets the hand's yaw for the grasp (a round object only:
+  the bottle laid on the wine rack is pinched across the rack's width)."""
   d = state.pipeline_state
   tcp = env.tcp_pos(d)
   opening = env.gripper_opening(d)
@@ -447,6 +461,8 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
     turned = yaw_now + jnp.pi / 2
     better = _hand_clash(d, shape, c[:2], turned, z_g) < _hand_clash(d, shape, c[:2], yaw_now, z_g)
     hand_yaw = jnp.where(better, turned, yaw_now)
+  if grasp_yaw is not None:
+    hand_yaw = grasp_yaw(d, yaw_now)
   r_goal = panda.rot_z(hand_yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
   grasp_xy = c[:2]
   if neighbours is not None and not shape.round and shape.grip is None:
@@ -506,6 +522,127 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   grip = jnp.where(close, 1.0, -1.0)
   action = jnp.clip(jnp.concatenate([arm, grip[None]]), -1.0, 1.0).astype(jnp.float32)
   return (action, holding) if with_holding else action
+
+
+class _Rack:
+  """LIBERO's wine rack as the bottle skill sees it: the upper shelf (the sloping box nearest the
+  `top_region` site; it rises 31 degrees toward the rack's +y), the stopper lip at its low edge
+  (the box nearest the site) and the site itself. LIBERO's On(bottle, top_region) holds for a
+  bottle lying along the slope with its base against the lip (its origin, the base's centre,
+  within 2.2 cm of the site across the slope); lying across the shelf against the lip it does not
+  (3.4 cm): so the bottle is laid neck uphill."""
+
+  def __init__(self, env, site: str):
+    import mujoco  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    m = env.mj_model
+    self.site = m.site(site).id
+    body = int(m.site_bodyid[self.site])
+    ids = [g for g in range(m.ngeom) if m.geom_bodyid[g] == body and m.geom_type[g] == 6]
+    d = mujoco.MjData(m)
+    mujoco.mj_kinematics(m, d)           # the rack's own layout: where it stands does not matter
+    sp = d.site_xpos[self.site]
+    dist = {g: float(np.linalg.norm(d.geom_xpos[g] - sp)) for g in ids}
+
+    def thin(g):
+      return int(np.argmin(m.geom_size[g]))
+
+    def sloping(g):
+      r = d.geom_xmat[g].reshape(3, 3)
+      return 0.17 < abs(r[2, thin(g)]) < 0.98 and np.sort(m.geom_size[g])[1] > 0.03
+    shelves = [g for g in ids if sloping(g)]
+    if len(ids) < 2 or not shelves:
+      raise ValueError(f"the wine rack of {site!r} has no sloping shelf: it is not LIBERO's "
+                       "(envs/tasks/data: params 'boxes')")
+    self.shelf = min(shelves, key=dist.get)
+    self.lip = min((g for g in ids if g != self.shelf), key=dist.get)
+    r = d.geom_xmat[self.shelf].reshape(3, 3)
+    self.shelf_thin = thin(self.shelf)
+    others = [k for k in range(3) if k != self.shelf_thin]
+    self.shelf_up = max(others, key=lambda k: abs(r[2, k]))   # the axis along the slope
+    self.h_shelf = float(m.geom_size[self.shelf][self.shelf_thin])
+    self.lip_thin = thin(self.lip)
+    self.h_lip = float(m.geom_size[self.lip][self.lip_thin])
+
+  def frame(self, d):
+    """(corner, n, t, e): where the shelf's top meets the lip's face, in line with the site across
+    the shelf; the shelf's normal (up), the uphill direction along it, and e = t x n (across)."""
+    rs = d.geom_xmat[self.shelf].reshape(3, 3)
+    n = rs[:, self.shelf_thin] * jnp.sign(rs[2, self.shelf_thin])
+    t = rs[:, self.shelf_up] * jnp.sign(rs[2, self.shelf_up])
+    e = jnp.cross(t, n)
+    surf = d.geom_xpos[self.shelf] + self.h_shelf * n
+    rl = d.geom_xmat[self.lip].reshape(3, 3)
+    ln = rl[:, self.lip_thin]
+    ln = ln * jnp.sign(ln @ t)
+    face = d.geom_xpos[self.lip] + self.h_lip * ln
+    corner = surf - ((surf - face) @ ln) / (t @ ln) * t
+    corner = corner + ((d.site_xpos[self.site] - corner) @ e) * e
+    return corner, n, t, e
+
+
+RACK_ACROSS = 0.06   # the bottle lies this far across the shelf from the site's centre, toward the
+                     # robot: clear of the rack's back post (the predicate allows 10 cm)
+
+
+def _lay(env, d, shape: _Shape, rack: _Rack):
+  """lay_on_rack's geometry and phase flags for state `d` (a dict of arrays)."""
+  tcp = env.tcp_pos(d)
+  opening = env.gripper_opening(d)
+  corner, n, t, e = rack.frame(d)
+  across = jnp.where(e[0] < 0, 1.0, -1.0) * RACK_ACROSS
+  base = corner + (shape.radius + 0.004) * n + 0.003 * t + across * e
+  goal_tcp = base + shape.grasp_up * t
+  # holding: the fingers closed on the neck, the TCP at the neck's grasp point
+  r_body = d.xmat[shape.body].reshape(3, 3)
+  origin = d.xpos[shape.body]
+  neck = origin + shape.grasp_up * r_body[:, 2]
+  width = jnp.float32(shape.neck)
+  holding = (opening < width + 0.006) & (opening > 0.4 * width) & \
+      (jnp.linalg.norm(tcp - neck) < 0.03)
+  r_hand = env.tcp_mat(d) @ panda.EEF_ROT_HAND.T
+  yaw_now = jnp.arctan2(r_hand[1, 0], r_hand[0, 0])
+  # the fingers close across the slope (perpendicular to e), so the hand turns about an axis
+  # across the pinch, which holds the bottle rigidly (about the pinch's own axis it would swing)
+  psi = jnp.arctan2(e[1], e[0])
+  yaw = yaw_now + _wrap_half(psi - yaw_now)
+  r_down = panda.rot_z(yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
+  z = jnp.array([0.0, 0.0, 1.0])
+  phi = jnp.arctan2(jnp.cross(z, t) @ e, z @ t)      # turns the approach (-z) onto -t, about e
+  r_lay = panda.axis_angle_to_mat(phi * e) @ r_down
+  tilted = jnp.linalg.norm(panda.rot_error(r_lay, env.tcp_mat(d))) < 0.08
+  pre = goal_tcp + 0.10 * n
+  v = tcp - goal_tcp
+  along = v @ n
+  perp = jnp.linalg.norm(v - along * n)
+  on_line = (perp < 0.012) & (along > -0.02) & (along < 0.13) & tilted
+  placed = on_line & (jnp.linalg.norm(origin - base) < 0.012)
+  return dict(tcp=tcp, e=e, t=t, n=n, base=base, goal_tcp=goal_tcp, pre=pre, neck=neck,
+              holding=holding, yaw=yaw, r_down=r_down, r_lay=r_lay, tilted=tilted,
+              on_line=on_line, placed=placed, origin=origin)
+
+
+def lay_on_rack(env, state, shape: _Shape, rack: _Rack, target: _Target, max_speed: float = 0.6,
+                with_holding: bool = False, neighbours: _Neighbours | None = None):
+  """Pinch an upright bottle by its neck, the fingers closing along the shelf's slope, lift it, turn
+  the hand about the horizontal axis across the shelf until the bottle lies along the slope (neck
+  uphill, the fingers now closing along the shelf's normal), bring it in along that normal with its
+  base at the lip, let go."""
+  d = state.pipeline_state
+  g = _lay(env, d, shape, rack)
+  act_a = pick_place(env, state, shape, target, with_holding=False, neighbours=neighbours,
+                     grasp_yaw=lambda _, __: g["yaw"])
+  tcp, pre = g["tcp"], g["pre"]
+  high = tcp[2] > pre[2] - 0.03
+  far = jnp.linalg.norm(tcp[:2] - pre[:2]) > 0.03
+  goal = jnp.where(g["on_line"], g["goal_tcp"],
+                   jnp.where(high | ~far, pre, jnp.concatenate([tcp[:2], pre[2:3]])))
+  # turn once the bottle's base is off the table
+  r_goal = jnp.where(g["origin"][2] > 0.05, g["r_lay"], g["r_down"])
+  arm = move_action(env, d, goal, r_goal, max_speed)
+  act_b = jnp.clip(jnp.concatenate([arm, jnp.where(g["placed"], -1.0, 1.0)[None]]), -1.0, 1.0)
+  action = jnp.where(g["holding"], act_b.astype(jnp.float32), act_a)
+  return (action, g["holding"]) if with_holding else action
 
 
 def _lean(u, tilt):
@@ -845,9 +982,9 @@ class SuiteExpert:
                            "starts closed, which the expert cannot open first yet")
         target = _DrawerTarget(env, target, _Drawer(env, ent), ent.parent)
       owner = [f for f in env._fixture_kinds if p.args[1].startswith(f + "_")]  # noqa: SLF001
-      if owner and env._fixture_kinds[owner[0]] == "rack":  # noqa: SLF001
-        raise ValueError(f"{p.name}{tuple(p.args)}: the wine rack's cradle is one flat slab here, "
-                         "not LIBERO's tilted slot, so no expert places a bottle in it yet")
+      on_rack = bool(owner) and env._fixture_kinds[owner[0]] == "rack"  # noqa: SLF001
+      if on_rack and (kind != "bottle" or p.name != "on"):
+        raise ValueError(f"{p.name}{tuple(p.args)}: only a bottle is laid on the wine rack")
       footprint = None
       near = _Neighbours(env, [o.name for o in spec.objects if o.name != obj])
       if kind == "plate" and p.name == "on":
@@ -863,6 +1000,10 @@ class SuiteExpert:
         act = lambda s, mg=mug, t=target, nb=near: pick_place_mug(  # noqa: E731
             env, s, mg, t, with_holding=True, neighbours=nb)
         footprint = mug.footprint
+      elif on_rack:
+        shape, rack = _Shape(env, obj), _Rack(env, p.args[1])
+        act = lambda s, sh=shape, rk=rack, tg=target, nb=near: lay_on_rack(  # noqa: E731
+            env, s, sh, rk, tg, with_holding=True, neighbours=nb)
       elif kind in ("box", "cylinder", "bottle", "boxes"):
         shape = _Shape(env, obj)
         act = lambda s, sh=shape, tg=target, nb=near: pick_place(  # noqa: E731
