@@ -205,7 +205,7 @@ def test_wine_rack_is_libero_s_boxes_and_holds_a_bottle_the_expert_s_way(rack_sc
     mujoco.mj_resetData(m, d)
     d.qpos[ja:ja + 3] = start
     d.qpos[ja + 3:ja + 7] = _z_to(axis)
-    for _ in range(800):                                                  # 2 s
+    for _ in range(800):                                                  # 4 s
       mujoco.mj_step(m, d)
     moved = np.linalg.norm(d.xpos[bottle] - start)
     results[name] = (_libero_on_site(m, d, bottle, site, rack), moved,
