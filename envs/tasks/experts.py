@@ -432,8 +432,8 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
   hand lines up with them to 2 mm), and on the way there the hand keeps above
   those under it (and rises before it moves on when it is below them) -- a basket it just let go
   into, a tall carton beside the box.
-  `grasp_yaw(d, yaw_now)`, when given, sets the hand's yaw for the grasp (a round object only:
-  the bottle laid on the wine rack is pinched across the rack's width)."""
+  `grasp_yaw`, when given, is the hand's yaw for the grasp (the bottle laid on the wine rack is
+  pinched with the fingers closing along the shelf's slope)."""
   d = state.pipeline_state
   tcp = env.tcp_pos(d)
   opening = env.gripper_opening(d)
@@ -462,7 +462,7 @@ def pick_place(env, state, shape: _Shape, target: _Target, max_speed: float = 1.
     better = _hand_clash(d, shape, c[:2], turned, z_g) < _hand_clash(d, shape, c[:2], yaw_now, z_g)
     hand_yaw = jnp.where(better, turned, yaw_now)
   if grasp_yaw is not None:
-    hand_yaw = grasp_yaw(d, yaw_now)
+    hand_yaw = grasp_yaw
   r_goal = panda.rot_z(hand_yaw) @ R_DOWN_HAND @ panda.EEF_ROT_HAND
   grasp_xy = c[:2]
   if neighbours is not None and not shape.round and shape.grip is None:
@@ -631,7 +631,7 @@ def lay_on_rack(env, state, shape: _Shape, rack: _Rack, target: _Target, max_spe
   d = state.pipeline_state
   g = _lay(env, d, shape, rack)
   act_a = pick_place(env, state, shape, target, with_holding=False, neighbours=neighbours,
-                     grasp_yaw=lambda _, __: g["yaw"])
+                     grasp_yaw=g["yaw"])
   tcp, pre = g["tcp"], g["pre"]
   high = tcp[2] > pre[2] - 0.03
   far = jnp.linalg.norm(tcp[:2] - pre[:2]) > 0.03

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from envs.tasks.objects import _f, geom, in_frame
+from envs.tasks.objects import _f, box_geoms, geom, in_frame
 from envs.tasks.spec import FixtureSpec, JointSpec
 
 WOOD = (0.55, 0.38, 0.22, 1.0)
@@ -244,32 +244,28 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
 
 
 def rack(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
-  """A wine rack. With params `boxes` (LIBERO's own nine collision boxes, flat [x, y, z, qw, qx, qy,
-  qz, hx, hy, hz] per box in the kind frame, tools/libero_boxes.py --keep-kind): every box is a
-  collision geom: the back post, two shelves sloping 31 degrees and a stopper lip at each shelf's low
-  edge are surfaces (the arm and what a task puts on the rack meet them; LIBERO's `top_region` lies
-  at the upper shelf's lip), the base's four boxes (tops under LOW_TOP) are `params["low"]`: only
-  the hand and the fingertips reach that low, so only they pair with them. Without: a hand-written spec's cradle slab on top over visual legs.
+  """A wine rack. With params `boxes` (LIBERO's own nine collision boxes, tools/libero_boxes.py
+  --keep-kind) every box collides: the back post, two shelves sloping 31 degrees and a stopper lip
+  at each shelf's low edge are surfaces (the arm and what a task puts on the rack meet them;
+  LIBERO's `top_region` lies at the upper shelf's lip); the base's four boxes (tops under LOW_TOP)
+  are `params["low"]`: only the hand and the fingertips reach that low, so only they pair with
+  them. Without `boxes` (a hand-written spec): a cradle slab on top over visual legs.
   params: half (hx, hy, hz), boxes."""
   hx, hy, hz = f.param("half", (0.12, 0.05, 0.1))
   p = _Parts(f.name)
   flat = f.param("boxes")
+  low = []
   if flat:
     if len(flat) % 10:
       raise ValueError(f"fixture {f.name!r} (kind rack): params 'boxes' needs 10 numbers per box, "
                        f"got {len(flat)}")
-    low, geoms = [], []
-    for k in range(len(flat) // 10):
-      b = flat[10 * k:10 * k + 10]
-      g = geom(f"{f.name}_box{k}", "box", b[7:10], f.rgba, pos=b[0:3], quat=b[3:7])
-      if b[2] + sum(abs(v) for v in _rotate_z_extent(b[3:7], b[7:10])) <= LOW_TOP:
-        low.append(f"{f.name}_box{k}")   # the base: only the hand and fingers reach that low
-        geoms.append(g)
+    geoms = []
+    for name, xml, top in box_geoms(f.name, flat, f.rgba):
+      if top <= LOW_TOP:
+        low.append(name)
+        geoms.append(xml)
       else:
-        geoms.append(p.add("surface", f"box{k}", lambda _g, g=g: g))
-    xml = _root_body(f, pos, geoms, [])
-    return BuiltFixture(xml, tuple(p.surface), (), tuple(p.visual), (),
-                        dict(half=(hx, hy, hz), top=2 * hz, low=tuple(low)))
+        geoms.append(p.add("surface", name[len(f.name) + 1:], lambda _g, xml=xml: xml))
   else:
     geoms = [p.add("surface", "top", lambda g: geom(g, "box", (hx, hy, 0.01), f.rgba,
                                                     pos=(0, 0, 2 * hz - 0.01)))]
@@ -277,20 +273,11 @@ def rack(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
       geoms.append(p.add("visual", f"leg{k}", lambda g, sx=sx: geom(
           g, "box", (0.01, hy, hz), f.rgba, pos=(sx * (hx - 0.01), 0, hz))))
   xml = _root_body(f, pos, geoms, [])
-  return BuiltFixture(xml, tuple(p.surface), (), tuple(p.visual), (), dict(half=(hx, hy, hz), top=2 * hz))
+  return BuiltFixture(xml, tuple(p.surface), (), tuple(p.visual), (),
+                      dict(half=(hx, hy, hz), top=2 * hz, low=tuple(low)))
 
 
 LOW_TOP = 0.05   # a rack box whose top is this low (kind frame, m) is its base
-
-
-def _rotate_z_extent(quat, half) -> tuple[float, float, float]:
-  """The z half-extent contributions of a box's three half sizes once turned by `quat` (w, x, y, z):
-  |R[2, k]| * half[k]."""
-  w, x, y, z = quat
-  n = (w * w + x * x + y * y + z * z) ** 0.5
-  w, x, y, z = w / n, x / n, y / n, z / n
-  row = (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y))
-  return tuple(abs(r) * h for r, h in zip(row, half))
 
 
 def caddy(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:

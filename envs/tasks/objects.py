@@ -269,6 +269,21 @@ def cylinder(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
   return BuiltObject(xml, tuple(support), (g,), (g,), (), 0.0, dict(radius=r, height=h, top=h))
 
 
+def box_geoms(name: str, flat, rgba) -> list[tuple[str, str, float]]:
+  """LIBERO's collision boxes taken over (params `boxes`: flat [x, y, z, qw, qx, qy, qz, hx, hy, hz]
+  per box, kind frame): (geom name `<name>_box<k>`, its MJCF, its top z in the kind frame) each."""
+  out = []
+  for k in range(len(flat) // 10):
+    b = flat[10 * k:10 * k + 10]
+    q = b[3:7]
+    norm = sum(v * v for v in q) ** 0.5
+    row = _quat_mat([v / norm for v in q])[2]
+    top = b[2] + sum(abs(r) * h for r, h in zip(row, b[7:10]))
+    out.append((f"{name}_box{k}", geom(f"{name}_box{k}", "box", b[7:10], rgba, pos=b[0:3], quat=q),
+                top))
+  return out
+
+
 def boxes(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
   """An object LIBERO builds from collision boxes (the moka pot), box for box: params boxes (flat
   [x, y, z, qw, qx, qy, qz, hx, hy, hz] per box, kind frame), grip ([i, j, cx, cy, cz, yaw, across,
@@ -284,10 +299,7 @@ def boxes(o: ObjectSpec, pos=(0.0, 0.0, 0.0)) -> BuiltObject:
     raise ValueError(f"object {o.name!r} (kind boxes): params 'grip' needs 9 numbers "
                      "[i, j, cx, cy, cz, yaw, across, along, up]")
   mass = o.mass or 0.1
-  geoms = []
-  for k in range(len(flat) // 10):
-    b = flat[10 * k:10 * k + 10]
-    geoms.append(geom(f"{o.name}_box{k}", "box", b[7:10], o.rgba, pos=b[0:3], quat=b[3:7]))
+  geoms = [xml for _, xml, _ in box_geoms(o.name, flat, o.rgba)]
   walls = tuple(f"{o.name}_box{int(grip[k])}" for k in (0, 1))
   cx, cy, _, yaw, across, along, up = grip[2:9]
   h = o.param("height", 2 * up)
