@@ -102,9 +102,9 @@ def test_help_lists_the_choices_and_debug_shows_the_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("module,args,line", [
-    ("launch.eval", ["--policy=expert", "--env=libero_goal", "--task_ids=3"],
+    ("launch.eval", ["--policy=expert", "--env=libero_10", "--task_ids=9"],
      "launch.eval: no scripted expert for:"),
-    ("launch.make_demos", ["--suite=libero_goal", "--task_ids=3", "--out={tmp}/demos"],
+    ("launch.make_demos", ["--suite=libero_10", "--task_ids=9", "--out={tmp}/demos"],
      "launch.make_demos: no scripted expert for:"),
 ])
 def test_eval_and_make_demos_debug_show_the_traceback(tmp_path, module, args, line):
@@ -115,9 +115,8 @@ def test_eval_and_make_demos_debug_show_the_traceback(tmp_path, module, args, li
   p = run()   # the message, then one line per task without an expert; no traceback
   err = p.stderr.strip().splitlines()
   assert p.returncode == 2 and err[0] == line and "Traceback" not in p.stderr, p.stderr
-  assert err[1:] == ["  task 0 'open the top drawer and put the bowl inside': in('akita_black_bowl_1', "
-                     "'wooden_cabinet_1_top_region'): the target rides a drawer or door that starts "
-                     "closed, which the expert cannot open first yet"]
+  assert err[1:] == ["  task 0 'put the yellow and white mug in the microwave and close it': "
+                     "close('microwave_1',): only a cabinet's drawer closes yet"]
   p = run("--debug")
   assert p.returncode != 0 and "Traceback" in p.stderr and "ValueError" in p.stderr, p.stderr
 

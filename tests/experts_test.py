@@ -1,7 +1,8 @@
 """Scripted experts on LIBERO-MJX: the per-task dispatcher solves each of libero_object's ten tasks
 from one of LIBERO's evaluation states under jit at the shipped horizon (goal true at the end, no
-blow-up; `make test-slow`); libero_goal's drawer, knob and push skills each reach their goal from
-one evaluation state (`make test-slow`; `make test` checks that they are dispatched); so do
+blow-up; `make test-slow`); libero_goal's drawer, knob, push and rack skills and its bowl staged on
+the cabinet's top before the closed top drawer is opened each reach their goal from one evaluation
+state (`make test-slow`; `make test` checks that they are dispatched); so do
 libero_10's two-objects-in-the-basket, mug-on-plate and bowl-into-the-drawer-and-close-it tasks
 (`make test-slow`; dispatch in `make test`); the tasks without a skill are named; `launch.make_demos` writes the documented format. (`make test` runs task_test's expert on libero_bowl_on_plate.)
 
@@ -48,16 +49,17 @@ def test_expert_solves_every_object_task(object_run):
 
 
 def test_tasks_without_a_skill_are_named():
-  env = LiberoSuite("libero_goal", cameras=(), task_ids=[3, 8])   # bowl in the closed top drawer;
-  assert experts.supported(env) == [False, True]                  # bowl on plate
-  with pytest.raises(ValueError, match="open the top drawer and put the bowl inside"):
+  env = LiberoSuite("libero_10", cameras=(), task_ids=[9, 1])   # mug into the microwave, close it;
+  assert experts.supported(env) == [False, True]                # the two pots, the alphabet soup
+  with pytest.raises(ValueError, match="put the yellow and white mug in the microwave and close it"):
     experts.SuiteExpert(env)
 
 
-# libero_goal's fixture and push tasks and the bottle laid on the wine rack: (task id, evaluation
-# state, step limit: the suite's 300)
+# libero_goal's fixture and push tasks, the bottle laid on the wine rack and the bowl staged on the
+# cabinet's top before its top drawer is opened: (task id, evaluation state, step limit: the
+# suite's 300)
 FIXTURE_TASKS = {"open": (0, 3, 300), "push": (5, 7, 300), "turnon": (7, 11, 300),
-                 "rack": (9, 21, 300)}
+                 "rack": (9, 21, 300), "staged": (3, 21, 300)}
 
 
 def test_fixture_and_push_tasks_are_supported():
@@ -67,8 +69,8 @@ def test_fixture_and_push_tasks_are_supported():
 
 @pytest.fixture(scope="module")
 def fixture_run():
-  """The open-drawer, push-plate, turn-on-stove and bottle-on-rack experts from one evaluation
-  state each, in one jitted batch."""
+  """The open-drawer, push-plate, turn-on-stove, bottle-on-rack and bowl-into-the-closed-drawer
+  experts from one evaluation state each, in one jitted batch."""
   tasks = [t for t, _, _ in FIXTURE_TASKS.values()]
   env = LiberoSuite("libero_goal", cameras=(), task_ids=tasks)
   pairs = np.array([(k, s) for k, (_, s, _) in enumerate(FIXTURE_TASKS.values())], np.int32)
@@ -79,7 +81,7 @@ def fixture_run():
           for k, name in enumerate(FIXTURE_TASKS)}
 
 
-@pytest.mark.slow   # ~3 min on 2 cores (one compilation for the four)
+@pytest.mark.slow   # ~4 min on 2 cores (one compilation for the five)
 @pytest.mark.parametrize("skill", sorted(FIXTURE_TASKS))
 def test_fixture_and_push_skills_reach_the_goal(fixture_run, skill):
   success, length, unstable = fixture_run[skill]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from envs.robots import panda
 from envs.tasks import predicates
+from envs.tasks.spec import Predicate
 
 # Gripper pointing straight down, fingers opening along world y (LIBERO's start is ~3 deg off this),
 # as the end-effector site's axes (LIBERO's grip site: the hand's turned -pi/2 about the tool axis).
@@ -918,7 +919,9 @@ class SuiteExpert:
   state, vmappable; `expert(state) -> f32[7]`.
 
   Each task's goal is an AND of predicates; the expert works on the first one not yet done (true,
-  and the object let go), in the goal's order, with the skill for that predicate. Tasks whose
+  and the object let go), in the goal's order, with the skill for that predicate (a bowl going
+  into a drawer that starts closed brings two steps before its own: staged on the cabinet's top,
+  the drawer opened; `_stage_then_open`). Tasks whose
   predicates have no skill yet raise at construction, naming them (`supported(env)` lists which
   tasks are covered).
   """
@@ -977,10 +980,16 @@ class SuiteExpert:
       if target.site is not None and m.body_jntnum[m.site_bodyid[target.site]] and \
          m.jnt_type[m.body_jntadr[m.site_bodyid[target.site]]] != 0:
         ent = target.entity
-        if p.name != "in" or ent.kind != "cabinet" or p.args[1] not in opened:
-          raise ValueError(f"{p.name}{tuple(p.args)}: the target rides a drawer or door that "
-                           "starts closed, which the expert cannot open first yet")
-        target = _DrawerTarget(env, target, _Drawer(env, ent), ent.parent)
+        if p.name != "in" or ent.kind != "cabinet":
+          raise ValueError(f"{p.name}{tuple(p.args)}: the target rides a door or part that "
+                           "only a cabinet's drawer skill knows yet")
+        drawer = _Drawer(env, ent)
+        target = _DrawerTarget(env, target, drawer, ent.parent)
+        if p.args[1] not in opened:
+          if kind != "bowl":
+            raise ValueError(f"{p.name}{tuple(p.args)}: the drawer starts closed; only a bowl is "
+                             "staged on the cabinet's top before it is opened")
+          steps.extend(_stage_then_open(env, spec, obj, p.args[1], ent.parent, drawer, done))
       owner = [f for f in env._fixture_kinds if p.args[1].startswith(f + "_")]  # noqa: SLF001
       on_rack = bool(owner) and env._fixture_kinds[owner[0]] == "rack"  # noqa: SLF001
       if on_rack and (kind != "bottle" or p.name != "on"):
@@ -991,8 +1000,11 @@ class SuiteExpert:
         act = lambda s, o=obj, t=target: push(env, s, o, t, with_holding=True)  # noqa: E731
       elif kind == "bowl":
         # into a drawer: the stave toward the robot (-x), so the hand's long side lies across the
-        # drawer's slide, clear of the handles of the drawers above
-        side = jnp.pi if isinstance(target, _DrawerTarget) else jnp.pi / 2
+        # drawer's slide, clear of the handles of the drawers above; off the cabinet's top (staged
+        # there, below) the stave at +y: a palm long along x would reach back over the top's near
+        # edge into whatever stands in front of the cabinet (a wine rack), and the far stave is
+        # out of reach
+        side = jnp.pi if isinstance(target, _DrawerTarget) and p.args[1] in opened else jnp.pi / 2
         act = lambda s, o=obj, t=target, sd=side, nb=near: pick_place_bowl(  # noqa: E731
             env, s, bowl=o, target=t, with_holding=True, side=sd, neighbours=nb)
       elif kind == "mug":
@@ -1031,6 +1043,45 @@ class SuiteExpert:
     if len(per_task) == 1:
       return per_task[0]
     return jnp.stack(per_task)[state.obs["task_id"]]
+
+
+def _stage_then_open(env, spec, obj: str, region: str, cabinet: str, drawer: _Drawer, placed):
+  """The steps before putting a bowl into a cabinet's drawer that starts closed: the bowl first
+  onto the cabinet's top (`<cabinet>_top_side`), then the drawer opened. With the drawer open
+  first, a bowl standing beside its front corner cannot be pinched (the hand's 22 cm long side
+  meets the drawer); on the top it is out of the way of the hand opening the drawer and a short
+  carry above the drawer's exposed front part. Each step counts as done once a later one is (the
+  bowl lifted off the top again does not send the hand back to put it there)."""
+  m = env.mj_model
+  compile_ = lambda p: predicates.compile_predicate(  # noqa: E731
+      p, spec, m, env._contact_geoms, env._fixture_kinds)  # noqa: SLF001
+  top = f"{cabinet}_top_side"
+  try:
+    m.site(top)
+  except KeyError:
+    raise ValueError(f"{cabinet!r} has no top ({top!r}) to stage {obj!r} on") from None
+  is_open = compile_(Predicate("open", (region,)))
+  on_top = compile_(Predicate("on", (obj, top)))
+  staged = lambda d: on_top(d) | is_open(d) | placed(d)  # noqa: E731
+  stage_target = _Target(env, "on", top, spec)
+  near = _Neighbours(env, [o.name for o in spec.objects if o.name != obj])
+  stage = _rise_after_release(
+      env, lambda s: pick_place_bowl(env, s, bowl=obj, target=stage_target, with_holding=True,
+                                     neighbours=near),
+      lambda d: on_top(d) & ~is_open(d) & ~placed(d),  # (not when taking it off the top again)
+      stage_target, obj)
+  opened = lambda d: is_open(d) | placed(d)  # noqa: E731
+
+  def later(act):
+    # once the drawer is open, what these steps' skills would call holding (the bowl pinched on
+    # the top again, the fingers closed near the bar) is the next step's work, not theirs
+    def run(s):
+      action, holding = act(s)
+      return action, holding & ~opened(s.pipeline_state)
+    return run
+
+  return [(staged, later(stage)),
+          (opened, later(lambda s: open_drawer(env, s, drawer, with_holding=True)))]
 
 
 def supported(env) -> list[bool]:
