@@ -8,7 +8,9 @@ All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), 
   object's side capsule x the table and what a task puts it on or in (with a basket's walls: it
   lies there once knocked over), arm
   link capsules x table, reaching links + palm x every object's hull and every fixture surface,
-  palm + fingertip pads x a fixture's low base (the wine rack's four base boxes).
+  palm + fingertip pads x a fixture's low base (the wine rack's four base boxes), reaching links +
+  palm and what a task puts in the fixture (its hull, or the capsules the fingers pinch where MJX
+  has no hull x box collision) x its `blocks` (the microwave's door).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ HOLDERS = ("plate", "bowl", "basket", "pan")   # object kinds things are put on 
 # and every fixture surface. The shoulder and upper arm (links 1-3) stay over the robot's base,
 # behind every LIBERO region, so their object pairs would only cost time.
 ARM_LINKS = tuple(f"link{i}_collision" for i in range(1, 8))
+_BOX_PARTNERS = frozenset({"box", "capsule", "sphere"})   # geom types MJX collides with a box
 REACHING = ("link4_collision", "link5_collision", "link6_collision", "link7_collision",
             "hand_collision")
 
@@ -270,6 +273,9 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
     for sg in fb.params.get("low", ()):   # a fixture's base near the table: the hand and the
       for g in ("hand_collision", "left_pad", "right_pad"):   # fingertips are all that reach it
         ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
+    for sg in fb.params.get("blocks", ()):   # a moving part the arm must not pass (a door)
+      for g in REACHING:
+        ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
   names = [o.name for o in spec.objects]
   groups = [set(g) for g in spec.groups]
 
@@ -289,6 +295,7 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
 
   for n in names:
     b = built[n]
+    types = {g.get("name"): g.get("type", "sphere") for g in ET.fromstring(b.xml).iter("geom")}
     for g in b.grasp:
       for pad in pads:
         ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
@@ -327,6 +334,15 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
         for s in fb.surface:
           ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
                         friction="1 1 0.005 0.0001 0.0001")
+    # what a task puts in a fixture meets its door (a box): through the hull where MJX collides it
+    # with a box, else through the capsules the fingers pinch (a mug's hull is a cylinder)
+    blockers = [g for g in (b.hull, *b.grasp) if types.get(g) in _BOX_PARTNERS]
+    blockers = blockers[:1] if blockers and blockers[0] == b.hull else blockers
+    for fname, fb in fixtures.items():
+      if related(n, fname):
+        for s in fb.params.get("blocks", ()):
+          for g in blockers:
+            ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3")
   for fb in fixtures.values():
     for g in fb.grasp:               # handles, doors, knobs: the fingers push and pull them
       for pad in pads:

@@ -196,8 +196,11 @@ def _carve_knob(f: FixtureSpec, half, j: JointSpec) -> list[tuple[str, tuple]]:
 
 
 def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
-  """A microwave: a shell (floor: a surface for `heating_region`; walls and roof visual) and a
-  door on LIBERO's hinge with a handle bar the fingers pull. params: half (hx, hy, hz)."""
+  """A microwave: a shell of five boxes (floor, roof, back and two sides: surfaces -- the arm and
+  what a task puts in it cannot pass through; LIBERO's `heating_region` sits on the floor) and a
+  door on LIBERO's hinge with a handle bar the fingers pull. The door is also in `params["blocks"]`:
+  the reaching links and palm, and the objects a task puts in the microwave, meet it (so it cannot
+  be swung shut through a mug). params: half (hx, hy, hz)."""
   hx, hy, hz = f.param("half", (0.16, 0.2, 0.13))
   p = _Parts(f.name)
   t = 0.01
@@ -219,10 +222,10 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
     sz[1 - ax], sz[ax] = t, half[ax]
     sides.append((c, sz))
   geoms = [p.add("surface", "floor", lambda g: geom(g, "box", (hx, hy, t), f.rgba, pos=(0, 0, t))),
-           p.add("visual", "roof", lambda g: geom(g, "box", (hx, hy, t), f.rgba, pos=(0, 0, 2 * hz - t))),
-           p.add("visual", "back", lambda g: geom(g, "box", back_s, f.rgba, pos=back_c))]
+           p.add("surface", "roof", lambda g: geom(g, "box", (hx, hy, t), f.rgba, pos=(0, 0, 2 * hz - t))),
+           p.add("surface", "back", lambda g: geom(g, "box", back_s, f.rgba, pos=back_c))]
   for k, (c, sz) in enumerate(sides):
-    geoms.append(p.add("visual", f"side{k}", lambda g, c=c, sz=sz: geom(g, "box", sz, f.rgba, pos=c)))
+    geoms.append(p.add("surface", f"side{k}", lambda g, c=c, sz=sz: geom(g, "box", sz, f.rgba, pos=c)))
   jn = f"{f.name}_{j.suffix}"
   lo, hi = j.part_lo, j.part_hi
   c = tuple(0.5 * (u + v) for u, v in zip(lo, hi))
@@ -240,7 +243,7 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   body = _part_body(jn, j, c, 0.3, 0.003, parts)
   xml = _root_body(f, pos, geoms, [body])
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
-                      dict(half=(hx, hy, hz), top=2 * hz))
+                      dict(half=(hx, hy, hz), top=2 * hz, blocks=(f"{f.name}_door",)))
 
 
 def rack(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
