@@ -295,7 +295,6 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
 
   for n in names:
     b = built[n]
-    types = {g.get("name"): g.get("type", "sphere") for g in ET.fromstring(b.xml).iter("geom")}
     for g in b.grasp:
       for pad in pads:
         ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
@@ -336,13 +335,15 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
                         friction="1 1 0.005 0.0001 0.0001")
     # what a task puts in a fixture meets its door (a box): through the hull where MJX collides it
     # with a box, else through the capsules the fingers pinch (a mug's hull is a cylinder)
-    blockers = [g for g in (b.hull, *b.grasp) if types.get(g) in _BOX_PARTNERS]
-    blockers = blockers[:1] if blockers and blockers[0] == b.hull else blockers
-    for fname, fb in fixtures.items():
-      if related(n, fname):
-        for s in fb.params.get("blocks", ()):
-          for g in blockers:
-            ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3")
+    doors = [s for fname, fb in fixtures.items() if related(n, fname)
+             for s in fb.params.get("blocks", ())]
+    if doors:
+      types = {g.get("name"): g.get("type", "sphere") for g in ET.fromstring(b.xml).iter("geom")}
+      blockers = [b.hull] if types.get(b.hull) in _BOX_PARTNERS else \
+          [g for g in b.grasp if types.get(g) in _BOX_PARTNERS]
+      for s in doors:
+        for g in blockers:
+          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3")
   for fb in fixtures.values():
     for g in fb.grasp:               # handles, doors, knobs: the fingers push and pull them
       for pad in pads:
