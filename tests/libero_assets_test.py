@@ -231,15 +231,15 @@ def test_microwave_shell_and_door_stop_the_arm_and_the_mug(microwave_scene):
   pair with every shell box and the door."""
   _, built, m = microwave_scene
   d = mujoco.MjData(m)
-  shell = [f"microwave_1_{s}" for s in ("floor", "roof", "back", "side0", "side1")]
-  assert set(shell) <= set(built.fixtures["microwave_1"].surface)
+  shell = list(built.fixtures["microwave_1"].surface)
+  assert len(shell) == 6, shell
   pairs = {(m.geom(m.pair_geom1[i]).name, m.geom(m.pair_geom2[i]).name) for i in range(m.npair)}
   for g in shell + ["microwave_1_door"]:
     for link in builder.REACHING:
       assert (link, g) in pairs, (link, g)
   mug = m.body("white_yellow_mug_1").id
   ja = m.jnt_qposadr[m.body_jntadr[mug]]
-  roof = m.geom("microwave_1_roof").id
+  roof = max((m.geom(g).id for g in shell), key=lambda g: m.geom_pos[g][2])
   hinge = m.joint("microwave_1_microjoint").id
   qa, va = m.jnt_qposadr[hinge], m.jnt_dofadr[hinge]
 
@@ -257,7 +257,8 @@ def test_microwave_shell_and_door_stop_the_arm_and_the_mug(microwave_scene):
     d.qpos[qa] = -1.6                                                     # open (LIBERO: < -1.3)
     mujoco.mj_forward(m, d)
     # the mug on the table just in front of the opening, in the door's sweep (4 m away if not)
-    front = d.geom_xpos[m.geom("microwave_1_floor").id] - [0.0, 0.14, 0.0]
+    floor = min((m.geom(g).id for g in shell), key=lambda g: m.geom_pos[g][2])
+    front = d.geom_xpos[floor] - [0.0, 0.14, 0.0]
     d.qpos[ja:ja + 3] = [front[0], front[1], 0.0] if with_mug else [4.0, 0.0, 0.0]
     d.qpos[ja + 3:ja + 7] = (1, 0, 0, 0)
     for _ in range(600):                                                  # 3 s
@@ -267,3 +268,49 @@ def test_microwave_shell_and_door_stop_the_arm_and_the_mug(microwave_scene):
 
   assert swing(False) > -0.005
   assert swing(True) < -0.2
+
+
+# LIBERO's microwave (articulated_objects/microwave.xml, class micro_collision), its object frame:
+# (centre, half sizes) of the six shell boxes, and the door's box in the frame of its hinge body
+# (at -0.1725, -0.088, 0.096), shut.
+LIBERO_MICROWAVE_SHELL = [((-0.158, 0.0115, 0.0935), (0.0145, 0.09955, 0.0935)),   # left wall
+                          ((0.118, 0.0115, 0.0935), (0.0545, 0.09955, 0.0935)),    # control panel
+                          ((-0.0405, 0.0955, 0.0935), (0.1035, 0.015, 0.0935)),    # back
+                          ((-0.04, -0.0035, 0.1775), (0.1035, 0.0845, 0.0095)),    # roof
+                          ((-0.04, -0.004, 0.012), (0.1035, 0.084, 0.012)),        # floor
+                          ((0.13, -0.0985, 0.0935), (0.0425, 0.012, 0.0935))]      # panel's front
+LIBERO_MICROWAVE_DOOR = ((0.1295, -0.013, 0.0), (0.1295, 0.012, 0.0925))
+LIBERO_DOOR_HINGE = (-0.1725, -0.088, 0.096)
+
+
+def test_microwave_is_libero_s_boxes(microwave_scene):
+  """The built microwave collides through LIBERO's own six shell boxes and its 2.4 cm door, where
+  LIBERO has them in the microwave's frame (the fitted shell was a 30 cm wide cavity without the
+  10.9 cm control-panel block, and a 6.4 cm door that took in the handle): checked on the compiled
+  model, door shut, against LIBERO's numbers; the handle bar is a grasp capsule 5.4 cm out from
+  the door's hinge line."""
+  _, built, m = microwave_scene
+  d = mujoco.MjData(m)
+  mujoco.mj_resetData(m, d)
+  hinge = m.joint("microwave_1_microjoint").id
+  d.qpos[m.jnt_qposadr[hinge]] = 0.0
+  mujoco.mj_kinematics(m, d)
+  root = m.body("microwave_1").id
+  r0, p0 = d.xmat[root].reshape(3, 3), d.xpos[root]
+
+  def local(g):
+    """(centre, half sizes along the root's axes) of box geom g, the microwave's frame."""
+    r = r0.T @ d.geom_xmat[g].reshape(3, 3)
+    return r0.T @ (d.geom_xpos[g] - p0), np.abs(r) @ m.geom_size[g]
+
+  shell = [m.geom(g).id for g in built.fixtures["microwave_1"].surface]
+  got = sorted((tuple(np.round(c, 4)), tuple(np.round(h, 4))) for c, h in map(local, shell))
+  want = sorted((tuple(np.round(c, 4)), tuple(np.round(h, 4))) for c, h in LIBERO_MICROWAVE_SHELL)
+  assert got == want, (got, want)
+  c, h = local(m.geom("microwave_1_door").id)
+  np.testing.assert_allclose(c, np.add(LIBERO_DOOR_HINGE, LIBERO_MICROWAVE_DOOR[0]), atol=1e-4)
+  np.testing.assert_allclose(h, LIBERO_MICROWAVE_DOOR[1], atol=1e-4)
+  bar = m.geom("microwave_1_handle").id
+  assert "microwave_1_handle" in built.fixtures["microwave_1"].grasp
+  y_bar = (r0.T @ (d.geom_xpos[bar] - p0))[1]
+  assert abs(y_bar - (LIBERO_DOOR_HINGE[1] - 0.054)) < 1e-4, y_bar

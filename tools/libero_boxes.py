@@ -31,6 +31,18 @@ the arm passed through:
     .venv/bin/python tools/libero_boxes.py --assets '...' --category wine_rack \
         --xml turbosquid_objects/wine_rack/wine_rack.xml --keep-kind
 
+With --door BODY (and --keep-kind) the boxes of that body (a hinged door, shut) are kept apart
+from the shell's, with its collision capsules (a handle): params.door_boxes (as params.boxes) and
+params.door_capsules ([x0, y0, z0, x1, y1, z1, r] per capsule), both in the root frame, where
+LIBERO's joints and moving parts are. LIBERO's microwave is six boxes (a left wall, a control-panel
+block 10.9 cm wide on the right with a front plate, the back, the roof, the floor) and a door of
+one 2.4 cm box with a three-capsule handle; fitted as one box it was a shell 30 cm wide inside and
+a 6.4 cm door (the fitted door's box took in the handle). `--assets` may also be an unpacked assets/
+directory:
+
+    .venv/bin/python tools/libero_boxes.py --assets '...' --category microwave \
+        --xml articulated_objects/microwave.xml --keep-kind --door microdoorroot
+
 With --top-of BODY it records only that body's top face, [x0, y0, x1, y1, top] in the kind frame,
 as params[--as]: LIBERO's flat stove cooks on a burner plate 2.5 cm over its root (the knob's boxes
 reach 5 cm, and the one fitted box took that height over the burner too):
@@ -76,6 +88,13 @@ def mat_q(r):
 
 
 def read_xml(pattern: str, member: str) -> str:
+  """`member` (a path under LIBERO's assets/) from the asset wheels matching `pattern`, or from
+  `pattern` itself when it is a directory (an unpacked assets/ tree)."""
+  if os.path.isdir(pattern):
+    path = os.path.join(pattern, member)
+    if not os.path.exists(path):
+      sys.exit(f"--xml {member!r} is not under {pattern!r}")
+    return open(path).read()
   for whl in sorted(glob.glob(pattern)):
     with zipfile.ZipFile(whl) as z:
       names = [n for n in z.namelist() if n.endswith("assets/" + member)]
@@ -84,24 +103,63 @@ def read_xml(pattern: str, member: str) -> str:
   sys.exit(f"--xml {member!r} is in none of {pattern!r}")
 
 
-def collision_boxes(xml: str, body: str | None = None):
-  """[(pos, R, half)] of the box geoms that collide (group 0 or contype set), root-body frame;
-  with `body`, only those of that body and the bodies inside it."""
+def _euler(e):
+  """MuJoCo's default euler (radians, sequence 'xyz': intrinsic x, then y, then z)."""
+  out = np.eye(3)
+  for axis, a in zip(range(3), e):
+    c, s_ = np.cos(a), np.sin(a)
+    r = {0: [[1, 0, 0], [0, c, -s_], [0, s_, c]], 1: [[c, 0, s_], [0, 1, 0], [-s_, 0, c]],
+         2: [[c, -s_, 0], [s_, c, 0], [0, 0, 1]]}[axis]
+    out = out @ np.array(r)
+  return out
+
+
+def _orientation(el):
+  if el.get("euler"):
+    return _euler([float(v) for v in el.get("euler").split()])
+  return qmat([float(v) for v in el.get("quat", "1 0 0 0").split()])
+
+
+def collision_geoms(xml: str, kind: str = "box", body: str | None = None, skip: str | None = None):
+  """[(pos, R, size)] of the geoms of type `kind` that collide (group 0 or contype set, read
+  through their default class), root-body frame; with `body`, only those of that body and the
+  bodies inside it; with `skip`, none of that body's and those inside it."""
+  root = ET.fromstring(xml)
+  classes = {}
+
+  def defaults(el, inherited):
+    for d in el.findall("default"):
+      attrs = dict(inherited)
+      g = d.find("geom")
+      if g is not None:
+        attrs.update(g.attrib)
+      classes[d.get("class", "main")] = attrs
+      defaults(d, attrs)
+  for d in root.findall("default"):
+    defaults(d, {})
   out = []
 
   def walk(el, p, r, take):
     for child in el:
       if child.tag == "body":
+        if skip is not None and child.get("name") == skip:
+          continue
         cp = p + r @ np.array([float(v) for v in child.get("pos", "0 0 0").split()])
-        cr = r @ qmat([float(v) for v in child.get("quat", "1 0 0 0").split()])
-        walk(child, cp, cr, take or child.get("name") == body)
-      elif take and child.tag == "geom" and child.get("type") == "box" and (
-          child.get("group", "0") == "0" or child.get("contype", "0") != "0"):
-        gp = p + r @ np.array([float(v) for v in child.get("pos", "0 0 0").split()])
-        gr = r @ qmat([float(v) for v in child.get("quat", "1 0 0 0").split()])
-        out.append((gp, gr, np.array([float(v) for v in child.get("size").split()])))
-  walk(ET.fromstring(xml).find("worldbody"), np.zeros(3), np.eye(3), body is None)
+        walk(child, cp, r @ _orientation(child), take or child.get("name") == body)
+      elif take and child.tag == "geom":
+        attrs = dict(classes.get(child.get("class", "main"), {}), **child.attrib)
+        if attrs.get("type") == kind and (attrs.get("group", "0") == "0" or
+                                          attrs.get("contype", "0") != "0"):
+          gp = p + r @ np.array([float(v) for v in attrs.get("pos", "0 0 0").split()])
+          out.append((gp, r @ _orientation(child),
+                      np.array([float(v) for v in attrs.get("size").split()])))
+  walk(root.find("worldbody"), np.zeros(3), np.eye(3), body is None)
   return out
+
+
+def collision_boxes(xml: str, body: str | None = None, skip: str | None = None):
+  """[(pos, R, half)] of the box geoms that collide, root-body frame (`collision_geoms`)."""
+  return collision_geoms(xml, "box", body, skip)
 
 
 def corners(p, r, h):
@@ -168,6 +226,8 @@ def main():
   ap.add_argument("--as", dest="name", default="cook_plate")
   ap.add_argument("--keep-kind", action="store_true",
                   help="a fixture: params.boxes only, the category keeps its kind (no grip)")
+  ap.add_argument("--door", help="with --keep-kind: the body of a hinged door, recorded apart "
+                  "(params.door_boxes, params.door_capsules, shut)")
   ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "envs", "tasks",
                                                  "data", "libero40.json"))
   a = ap.parse_args()
@@ -193,8 +253,22 @@ def main():
       json.dump(data, f, separators=(",", ":"))
     print(f"{a.category}: {a.name} = {value} (x0, y0, x1, y1, top; kind frame)")
     return
-  boxes = collision_boxes(read_xml(a.assets, a.xml))
-  pts = np.concatenate([corners(*b) for b in boxes])
+  xml = read_xml(a.assets, a.xml)
+  boxes = collision_boxes(xml, skip=a.door)
+  door, caps = [], []
+  if a.door:
+    if not a.keep_kind:
+      sys.exit("--door goes with --keep-kind (a fixture)")
+    door = collision_boxes(xml, body=a.door)
+    caps = collision_geoms(xml, "capsule", body=a.door)
+    if not door:
+      sys.exit(f"--door {a.door!r}: no collision box in that body of {a.xml}")
+  # capsules as segments [x0, y0, z0, x1, y1, z1, r] (their axis is the geom's z)
+  segs = [(p - r[:, 2] * sz[1], p + r[:, 2] * sz[1], sz[0]) for p, r, sz in caps]
+  pts = np.concatenate([corners(*b) for b in boxes + door] +
+                       [np.array([e + rad * np.array(sg) for e in (a0, a1)
+                                  for sg in itertools.product((-1, 1), repeat=3)])
+                        for a0, a1, rad in segs])
   lo, hi = pts.min(0), pts.max(0)
   if np.abs(np.stack([lo, hi]) - want).max() > 2e-5:
     sys.exit(f"the boxes' bounding box {np.round([lo, hi], 5).tolist()} is not the converted "
@@ -206,10 +280,18 @@ def main():
   top = float(kp[:, 2].max())
   flat = [float(v) for p, r, h in kind for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))]
   if a.keep_kind:
-    data["categories"][a.category] = dict(cat, params=dict(cat["params"], boxes=flat))
+    params = dict(cat["params"], boxes=flat)
+    if a.door:
+      # the door in the root frame (LIBERO's joints and parts are: fixtures._part_body), shut
+      params["door_boxes"] = [float(v) for p, r, h in door
+                              for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))]
+      params["door_capsules"] = [float(v) for a0, a1, rad in segs
+                                 for v in (*np.round(a0, 5), *np.round(a1, 5), round(rad, 5))]
+    data["categories"][a.category] = dict(cat, params=params)
     with open(a.data, "w") as f:
       json.dump(data, f, separators=(",", ":"))
-    print(f"{a.category}: {len(boxes)} boxes as params.boxes (kind {cat['kind']!r} kept)")
+    print(f"{a.category}: {len(boxes)} boxes as params.boxes (kind {cat['kind']!r} kept)"
+          + (f"; door {a.door!r}: {len(door)} boxes, {len(segs)} capsules" if a.door else ""))
     return
   found = [g for g in grips(kind) if g[0] <= OPEN - 2 * SPARE and fingers_clear(kind, g, top)]
   if not found:

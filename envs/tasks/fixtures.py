@@ -200,13 +200,18 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   what a task puts in it cannot pass through; LIBERO's `heating_region` sits on the floor) and a
   door on LIBERO's hinge with a handle bar the fingers pull. The door is also in `params["blocks"]`:
   the reaching links and palm, and the objects a task puts in the microwave, meet it (so it cannot
-  be swung shut through a mug). params: half (hx, hy, hz)."""
+  be swung shut through a mug). params: half (hx, hy, hz); with boxes, door_boxes, door_capsules
+  (LIBERO's own: tools/libero_boxes.py --door) the shell is LIBERO's six boxes (`box<k>`, in the
+  kind frame) and the door LIBERO's box (`door`) and handle capsules (`handle`, `handle1`, ...;
+  root frame, shut) instead of boxes fitted to the bounding boxes."""
   hx, hy, hz = f.param("half", (0.16, 0.2, 0.13))
   p = _Parts(f.name)
   t = 0.01
   j = f.joints[0] if f.joints else JointSpec("microjoint", "hinge", (0.0, 0.0, 1.0), (-hx, hy, hz),
                                              (-2.094, 0.0), (-hx - 0.02, -hy, 0.0), (-hx, hy, 2 * hz),
                                              damping=0.5)
+  if f.param("boxes"):
+    return _libero_microwave(f, pos, j, p)
   # the shell is open toward the door: the door's thin horizontal axis, on the door's side
   dlo, dhi = j.part_lo, j.part_hi
   ax = 0 if (dhi[0] - dlo[0]) < (dhi[1] - dlo[1]) else 1
@@ -244,6 +249,35 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
   xml = _root_body(f, pos, geoms, [body])
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
                       dict(half=(hx, hy, hz), top=2 * hz, blocks=(f"{f.name}_door",)))
+
+
+def _libero_microwave(f: FixtureSpec, pos, j: JointSpec, p: "_Parts") -> BuiltFixture:
+  """`microwave` from LIBERO's collision boxes and capsules (params boxes, door_boxes,
+  door_capsules)."""
+  flat, door, caps = f.param("boxes"), f.param("door_boxes", ()), f.param("door_capsules", ())
+  if len(flat) % 10 or not door or len(door) % 10 or len(caps) % 7:
+    raise ValueError(f"fixture {f.name!r} (kind microwave): params 'boxes' and 'door_boxes' need "
+                     f"10 numbers per box, 'door_capsules' 7 per capsule; got {len(flat)}, "
+                     f"{len(door)}, {len(caps)}")
+  geoms = [p.add("surface", name[len(f.name) + 1:], lambda _g, xml=xml: xml)
+           for name, xml, _ in box_geoms(f.name, flat, f.rgba)]
+  parts = []
+  for k, (_, xml, _) in enumerate(box_geoms(f"{f.name}_door", door, DARK)):
+    suffix = "door" if k == 0 else f"door{k}"
+    parts.append(p.add("grasp", suffix, lambda g, xml=xml, k=k: xml.replace(
+        f'name="{f.name}_door_box{k}"', f'name="{g}"')))
+  for k in range(len(caps) // 7):
+    c = caps[7 * k:7 * k + 7]
+    suffix = "handle" if k == 0 else f"handle{k}"
+    parts.append(p.add("grasp", suffix, lambda g, c=c: geom(g, "capsule", (c[6],), METAL,
+                                                            fromto=tuple(c[:6]))))
+  jn = f"{f.name}_{j.suffix}"
+  body = _part_body(jn, j, tuple(door[:3]), 0.26, 0.003, parts)
+  xml = _root_body(f, pos, geoms, [body])
+  blocks = tuple(f"{f.name}_door" if k == 0 else f"{f.name}_door{k}" for k in range(len(door) // 10))
+  hx, hy, hz = f.param("half", (0.16, 0.2, 0.13))
+  return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
+                      dict(half=(hx, hy, hz), top=2 * hz, blocks=blocks))
 
 
 def rack(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
