@@ -116,7 +116,8 @@ def test_eval_and_make_demos_debug_show_the_traceback(tmp_path, module, args, li
   err = p.stderr.strip().splitlines()
   assert p.returncode == 2 and err[0] == line and "Traceback" not in p.stderr, p.stderr
   assert err[1:] == ["  task 0 'put the yellow and white mug in the microwave and close it': "
-                     "close('microwave_1',): only a cabinet's drawer closes yet"]
+                     "in('white_yellow_mug_1', 'microwave_1_heating_region'): nothing is put "
+                     "into a microwave yet (only its door is closed)"]
   p = run("--debug")
   assert p.returncode != 0 and "Traceback" in p.stderr and "ValueError" in p.stderr, p.stderr
 
