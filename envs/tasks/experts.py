@@ -1040,6 +1040,13 @@ class SuiteExpert:
       slot = 0.0 if p.name != "on" or len(sharing) < 2 else \
           0.6 * (2 * sharing.index(p) / (len(sharing) - 1) - 1)
       target = _Target(env, p.name, p.args[1], spec, slot=slot)
+      if p.name == "in" and target.site is not None and \
+         env._fixture_kinds.get(target.entity.parent) == "microwave":  # noqa: SLF001
+        # its cavity is 4 cm taller than a mug: a hand pinching a mug from above cannot set it
+        # inside (the palm and the wrist meet the roof), and a pinched handle does not hold the
+        # mug's lever (it swings round the pinch); see the issue-7 notes of 2026-12-01
+        raise ValueError(f"{p.name}{tuple(p.args)}: nothing is put into a microwave yet (only its "
+                         "door is closed)")
       if target.site is not None and m.body_jntnum[m.site_bodyid[target.site]] and \
          m.jnt_type[m.body_jntadr[m.site_bodyid[target.site]]] != 0:
         ent = target.entity
@@ -1053,13 +1060,6 @@ class SuiteExpert:
             raise ValueError(f"{p.name}{tuple(p.args)}: the drawer starts closed; only a bowl is "
                              "staged on the cabinet's top before it is opened")
           steps.extend(_stage_then_open(env, spec, obj, p.args[1], ent.parent, drawer, done))
-      if p.name == "in" and target.site is not None and \
-         env._fixture_kinds.get(target.entity.parent) == "microwave":  # noqa: SLF001
-        # its cavity is 4 cm taller than a mug: a hand pinching a mug from above cannot set it
-        # inside (the palm and the wrist meet the roof), and a pinched handle does not hold the
-        # mug's lever (it swings round the pinch); see the issue-7 notes of 2026-12-01
-        raise ValueError(f"{p.name}{tuple(p.args)}: nothing is put into a microwave yet (only its "
-                         "door is closed)")
       owner = [f for f in env._fixture_kinds if p.args[1].startswith(f + "_")]  # noqa: SLF001
       on_rack = bool(owner) and env._fixture_kinds[owner[0]] == "rack"  # noqa: SLF001
       if on_rack and (kind != "bottle" or p.name != "on"):
