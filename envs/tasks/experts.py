@@ -706,20 +706,27 @@ def push(env, state, obj: str, target: _Target, max_speed: float = 0.6, hover: f
   return (action, jnp.asarray(False)) if with_holding else action
 
 
+def _own_joint(m, entity, jtype: int, what: str) -> tuple[int, int]:
+  """(joint id, qpos address) of the one joint of MuJoCo type `jtype` (2 slide, 3 hinge) that an
+  Open / Close predicate's entity owns; ValueError naming `what` (a drawer, a door) otherwise."""
+  if len(entity.joints) != 1:
+    raise ValueError(f"{entity.name!r}: not one {what} (joints at qpos {entity.joints})")
+  adr = int(entity.joints[0])
+  jid = [j for j in range(m.njnt) if int(m.jnt_qposadr[j]) == adr][0]
+  if int(m.jnt_type[jid]) != jtype:
+    kind = {2: "slide", 3: "hinge"}[jtype]
+    raise ValueError(f"{entity.name!r}: its joint is not a {what}'s {kind}")
+  return jid, adr
+
+
 class _Drawer:
   """A cabinet drawer an Open / Close predicate names: its slide joint (qpos address, world axis)
   and its handle bar (a grasp capsule, fixtures.cabinet)."""
 
   def __init__(self, env, entity):
     m = env.mj_model
-    if len(entity.joints) != 1:
-      raise ValueError(f"{entity.name!r}: not one drawer (joints at qpos {entity.joints})")
-    adr = int(entity.joints[0])
-    jid = [j for j in range(m.njnt) if int(m.jnt_qposadr[j]) == adr][0]
-    if int(m.jnt_type[jid]) != 2:       # mjJNT_SLIDE
-      raise ValueError(f"{entity.name!r}: its joint is not a drawer's slide")
-    self.joint, self.qadr = jid, adr
-    self.handle = m.geom(m.joint(jid).name + "_handle").id
+    self.joint, self.qadr = _own_joint(m, entity, 2, "drawer")
+    self.handle = m.geom(m.joint(self.joint).name + "_handle").id
 
   def frame(self, d):
     """(handle bar centre, the horizontal direction the drawer opens along, its qpos)."""
@@ -838,12 +845,7 @@ class _Door:
 
   def __init__(self, env, entity):
     m = env.mj_model
-    if len(entity.joints) != 1:
-      raise ValueError(f"{entity.name!r}: not one door (joints at qpos {entity.joints})")
-    adr = int(entity.joints[0])
-    self.joint = [j for j in range(m.njnt) if int(m.jnt_qposadr[j]) == adr][0]
-    if int(m.jnt_type[self.joint]) != 3:       # mjJNT_HINGE
-      raise ValueError(f"{entity.name!r}: its joint is not a door's hinge")
+    self.joint, _ = _own_joint(m, entity, 3, "door")
     if not m.jnt_range[self.joint][1] <= 1e-6 < -m.jnt_range[self.joint][0]:
       raise ValueError(f"{entity.name!r}: its hinge does not shut toward q = 0 from below "
                        f"(range {tuple(m.jnt_range[self.joint])})")
@@ -972,6 +974,12 @@ def _rise_after_release(env, act, done, target: _Target, obj: str, above: float 
   return rise
 
 
+# (fixture kind, Open / Close) -> (the moving part as the skill reads it, the skill)
+_ARTICULATION_SKILLS = {("cabinet", "open"): (_Drawer, open_drawer),
+                        ("cabinet", "close"): (_Drawer, close_drawer),
+                        ("microwave", "close"): (_Door, close_door)}
+
+
 class SuiteExpert:
   """A scripted expert for every task of a LiberoSuite (or LiberoTask): a plain function of the
   state, vmappable; `expert(state) -> f32[7]`.
@@ -1009,16 +1017,12 @@ class SuiteExpert:
                                             env._fixture_kinds)  # noqa: SLF001
         ent = predicates._Entity(p.args[0], spec, m, env._contact_geoms,  # noqa: SLF001
                                  env._fixture_kinds)  # noqa: SLF001
-        if ent.kind == "microwave" and p.name == "close":
-          closing.append((done, lambda s, dr=_Door(env, ent): close_door(
-              env, s, dr, with_holding=True)))
-          continue
-        if ent.kind != "cabinet":
+        if (ent.kind, p.name) not in _ARTICULATION_SKILLS:
           raise ValueError(f"{p.name}{tuple(p.args)}: only a cabinet's drawer opens and closes "
                            "and a microwave's door closes yet")
-        skill = open_drawer if p.name == "open" else close_drawer
+        part, skill = _ARTICULATION_SKILLS[ent.kind, p.name]
         (steps if p.name == "open" else closing).append(
-            (done, lambda s, dr=_Drawer(env, ent), f=skill: f(env, s, dr, with_holding=True)))
+            (done, lambda s, pt=part(env, ent), f=skill: f(env, s, pt, with_holding=True)))
         continue
       if p.name == "turnon":
         done = predicates.compile_predicate(p, spec, env.mj_model, env._contact_geoms,  # noqa: SLF001
