@@ -103,21 +103,20 @@ def read_xml(pattern: str, member: str) -> str:
   sys.exit(f"--xml {member!r} is in none of {pattern!r}")
 
 
-def _euler(e):
-  """MuJoCo's default euler (radians, sequence 'xyz': intrinsic x, then y, then z)."""
-  out = np.eye(3)
-  for axis, a in zip(range(3), e):
-    c, s_ = np.cos(a), np.sin(a)
-    r = {0: [[1, 0, 0], [0, c, -s_], [0, s_, c]], 1: [[c, 0, s_], [0, 1, 0], [-s_, 0, c]],
-         2: [[c, -s_, 0], [s_, c, 0], [0, 0, 1]]}[axis]
-    out = out @ np.array(r)
-  return out
-
-
 def _orientation(el):
+  """An element's rotation from its quat or euler (radians, MuJoCo's default sequence 'xyz', as
+  LIBERO's compilers set angle="radian")."""
   if el.get("euler"):
-    return _euler([float(v) for v in el.get("euler").split()])
+    q = np.zeros(4)
+    mujoco.mju_euler2Quat(q, np.array([float(v) for v in el.get("euler").split()]), "xyz")
+    return qmat(q)
   return qmat([float(v) for v in el.get("quat", "1 0 0 0").split()])
+
+
+def flat_boxes(boxes) -> list[float]:
+  """[(pos, R, half)] as params.boxes: [x, y, z, qw, qx, qy, qz, hx, hy, hz] per box, flat."""
+  return [float(v) for p, r, h in boxes
+          for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))]
 
 
 def collision_geoms(xml: str, kind: str = "box", body: str | None = None, skip: str | None = None):
@@ -278,13 +277,12 @@ def main():
     assert np.allclose(qmat(mat_q(r)), r, atol=1e-6), r
   kp = np.concatenate([corners(*b) for b in kind])
   top = float(kp[:, 2].max())
-  flat = [float(v) for p, r, h in kind for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))]
+  flat = flat_boxes(kind)
   if a.keep_kind:
     params = dict(cat["params"], boxes=flat)
     if a.door:
       # the door in the root frame (LIBERO's joints and parts are: fixtures._part_body), shut
-      params["door_boxes"] = [float(v) for p, r, h in door
-                              for v in (*np.round(p, 5), *np.round(mat_q(r), 5), *np.round(h, 5))]
+      params["door_boxes"] = flat_boxes(door)
       params["door_capsules"] = [float(v) for a0, a1, rad in segs
                                  for v in (*np.round(a0, 5), *np.round(a1, 5), round(rad, 5))]
     data["categories"][a.category] = dict(cat, params=params)

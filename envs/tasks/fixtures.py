@@ -211,7 +211,7 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
                                              (-2.094, 0.0), (-hx - 0.02, -hy, 0.0), (-hx, hy, 2 * hz),
                                              damping=0.5)
   if f.param("boxes"):
-    return _libero_microwave(f, pos, j, p)
+    return _libero_microwave(f, pos, j, p, (hx, hy, hz))
   # the shell is open toward the door: the door's thin horizontal axis, on the door's side
   dlo, dhi = j.part_lo, j.part_hi
   ax = 0 if (dhi[0] - dlo[0]) < (dhi[1] - dlo[1]) else 1
@@ -251,7 +251,7 @@ def microwave(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
                       dict(half=(hx, hy, hz), top=2 * hz, blocks=(f"{f.name}_door",)))
 
 
-def _libero_microwave(f: FixtureSpec, pos, j: JointSpec, p: "_Parts") -> BuiltFixture:
+def _libero_microwave(f: FixtureSpec, pos, j: JointSpec, p: "_Parts", half) -> BuiltFixture:
   """`microwave` from LIBERO's collision boxes and capsules (params boxes, door_boxes,
   door_capsules)."""
   flat, door, caps = f.param("boxes"), f.param("door_boxes", ()), f.param("door_capsules", ())
@@ -262,22 +262,20 @@ def _libero_microwave(f: FixtureSpec, pos, j: JointSpec, p: "_Parts") -> BuiltFi
   geoms = [p.add("surface", name[len(f.name) + 1:], lambda _g, xml=xml: xml)
            for name, xml, _ in box_geoms(f.name, flat, f.rgba)]
   parts = []
-  for k, (_, xml, _) in enumerate(box_geoms(f"{f.name}_door", door, DARK)):
-    suffix = "door" if k == 0 else f"door{k}"
-    parts.append(p.add("grasp", suffix, lambda g, xml=xml, k=k: xml.replace(
-        f'name="{f.name}_door_box{k}"', f'name="{g}"')))
+  for k in range(len(door) // 10):
+    b = door[10 * k:10 * k + 10]
+    parts.append(p.add("grasp", "door" if k == 0 else f"door{k}", lambda g, b=b: geom(
+        g, "box", b[7:10], DARK, pos=b[0:3], quat=b[3:7])))
   for k in range(len(caps) // 7):
     c = caps[7 * k:7 * k + 7]
-    suffix = "handle" if k == 0 else f"handle{k}"
-    parts.append(p.add("grasp", suffix, lambda g, c=c: geom(g, "capsule", (c[6],), METAL,
-                                                            fromto=tuple(c[:6]))))
+    parts.append(p.add("grasp", "handle" if k == 0 else f"handle{k}", lambda g, c=c: geom(
+        g, "capsule", (c[6],), METAL, fromto=tuple(c[:6]))))
   jn = f"{f.name}_{j.suffix}"
   body = _part_body(jn, j, tuple(door[:3]), 0.26, 0.003, parts)
   xml = _root_body(f, pos, geoms, [body])
-  blocks = tuple(f"{f.name}_door" if k == 0 else f"{f.name}_door{k}" for k in range(len(door) // 10))
-  hx, hy, hz = f.param("half", (0.16, 0.2, 0.13))
   return BuiltFixture(xml, tuple(p.surface), tuple(p.grasp), tuple(p.visual), (jn,),
-                      dict(half=(hx, hy, hz), top=2 * hz, blocks=blocks))
+                      dict(half=tuple(half), top=2 * half[2],
+                           blocks=tuple(p.grasp[:len(door) // 10])))   # the door's slabs
 
 
 def rack(f: FixtureSpec, pos=(0.0, 0.0, 0.0)) -> BuiltFixture:
