@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.12",
     packages=find_packages(include=["vla_rl_jax*", "envs*", "configs*", "launch*"]),
     package_data={"envs": ["robots/*.xml", "tasks/*.json"],
-                  "vla_rl_jax": ["assets/tokenizers/*.model"]},
+                  "vla_rl_jax": ["assets/tokenizers/*.model", "assets/pretrained/**/*"]},
     install_requires=[
         "jax>=0.11",
         "mujoco==3.17.0",

@@ -139,6 +139,13 @@ def test_good_eval_arguments_pass(run_dir):
      "launch.benchmark: --config.train_meshes=('8,1',): give 'data,fsdp,tensor' strings"),
     ("launch.benchmark", ["--config=configs/benchmark.py:what=suites", "--config.suite_own_task=10"],
      "launch.benchmark: --config.suite_own_task=10: give a task id 0-9"),
+    ("launch.demo", ["--task=libero", "--workdir=/tmp/demo_bad", "--pretrained=/nonexistent/pre"],
+     "launch.demo: --pretrained=/nonexistent/pre: no config.json there (not a launch.pretrain "
+     "workdir); build one with: python -m launch.pretrain"),
+    ("launch.demo", ["--task=libero", "--workdir=/tmp/demo_bad", "--env=fake_reach"],
+     "launch.demo: --env=fake_reach: not a LIBERO-MJX env"),
+    ("launch.demo", ["--workdir=/tmp/demo_bad", "--rl_steps=0"],
+     "launch.demo: --rl_steps=0: must be in [1, 100000]"),
 ])
 def test_launchers_exit_with_one_line_and_no_traceback(module, args, line):
   out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
