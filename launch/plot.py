@@ -37,13 +37,6 @@ PANELS = (  # (title, metric kind, key)
 _OLD_NAMES = {"trajectories_per_s": "samples_per_s"}  # runs logged before the rename
 
 
-def _series(rows, kind, key):
-  get = lambda r: r.get(key, r.get(_OLD_NAMES.get(key, key)))
-  pts = sorted((r["step"], get(r)) for r in rows
-               if r.get("kind") == kind and isinstance(get(r), (int, float)))
-  return [p[0] for p in pts], [p[1] for p in pts]
-
-
 def plot(workdirs, out: str, dpi: int = 110) -> str:
   """Draws the runs in `workdirs` into the PNG `out`; returns its path."""
   import matplotlib
@@ -56,10 +49,10 @@ def plot(workdirs, out: str, dpi: int = 110) -> str:
     rows = metrics_lib.read_rows(os.path.join(w, metrics_lib.Writer.FILE))
     label = os.path.basename(os.path.normpath(w))
     for ax, (title, kind, key) in zip(axes.flat, PANELS):
-      x, y = _series(rows, kind, key)
+      x, y = metrics_lib.series(rows, kind, key, _OLD_NAMES)
       line, = ax.plot(x, y, marker="o" if kind == "eval" else None, markersize=3, label=label)
       if key == "success_rate":  # the training batch's success, for context
-        tx, ty = _series(rows, "train", key)
+        tx, ty = metrics_lib.series(rows, "train", key)
         ax.plot(tx, ty, linewidth=0.6, alpha=0.5, color=line.get_color())
       ax.set_title(title)
       ax.set_xlabel("step")

@@ -43,6 +43,13 @@ def test_console_says_what_it_does(tmp_path, capfd, monkeypatch):
            "reach the yellow target"}
   train = [r for r in rows if r["kind"] == "train"]
   assert set(rows[0]["task_success"]) == names and set(train[-1]["task_success_ema"]) == names
+  # no step applied an update (every group failed): the loss and entropy they log read 0.0 and are
+  # no measurement, so the plotted series leave them out; what every step measures stays
+  assert all(r["updates_applied"] == 0 and r["loss"] == 0.0 for r in train)
+  assert metrics_lib.series(rows, "train", "loss") == ([], [])
+  assert metrics_lib.series(rows, "train", "entropy") == ([], [])
+  assert metrics_lib.series(rows, "train", "success_rate") == ([1, 2, 3, 4, 5], [0.0] * 5)
+  assert metrics_lib.series(rows, "eval", "success_rate")[0] == [0, 5]
   tags = {v.tag for e in metrics_lib.read_tensorboard(str(tmp_path / "a" / "tb"))
           for v in e.summary.value}
   assert "train/task_success_ema/reach_the_red_target" in tags, tags  # TB: spaces -> _

@@ -108,6 +108,23 @@ def read_rows(path: str) -> list[dict[str, Any]]:
   return rows
 
 
+# train-row values averaged over the step's live minibatches: they read 0.0 when dynamic sampling
+# dropped every group and no update ran (updates_applied == 0), which is no measurement
+UPDATE_KEYS = ("loss", "pg_loss", "entropy", "grad_norm", "kl", "approx_kl_old", "clip_frac",
+               "ratio_mean", "ratio_max_dev", "adv_abs_mean")
+
+
+def series(rows: list[dict[str, Any]], kind: str, key: str,
+           aliases: dict[str, str] | None = None) -> tuple[list[int], list[float]]:
+  """(steps, values) of `key` in the rows of `kind` ("train" or "eval"), by step; a train row's
+  UPDATE_KEYS value is left out when that step applied no update (it would draw as a 0)."""
+  get = lambda r: r.get(key, r.get((aliases or {}).get(key, key)))  # noqa: E731
+  pts = sorted((r["step"], get(r)) for r in rows
+               if r.get("kind") == kind and isinstance(get(r), (int, float))
+               and not (kind == "train" and key in UPDATE_KEYS and r.get("updates_applied") == 0))
+  return [p[0] for p in pts], [p[1] for p in pts]
+
+
 def read_tensorboard(logdir: str) -> list[Any]:
   """Every event of the TensorBoard files in `logdir`, file by file in name (= time) order, as
   tensorboardX's Event protos (TFRecord framing: length, its crc, data, data crc)."""
