@@ -78,17 +78,14 @@ def _run(stage: str, args: list[str], log_path: str) -> float:
 
 
 def _eval_rows(rl_dir: str) -> list[dict]:
-  rows = []
-  with open(os.path.join(rl_dir, "metrics.jsonl")) as f:
-    for line in f:
-      r = json.loads(line)
-      if r.get("kind") == "eval":
-        rows.append(r)
-  return rows
+  from vla_rl_jax import metrics  # noqa: PLC0415
+  return [r for r in metrics.read_rows(os.path.join(rl_dir, metrics.Writer.FILE))
+          if r.get("kind") == "eval"]
 
 
 def _check_pretrained(path: str) -> None:
-  if not os.path.isfile(os.path.join(path, "config.json")):
+  from vla_rl_jax.checkpoint import CONFIG_FILE  # noqa: PLC0415
+  if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
     fail(PROG, f"--pretrained={path}: no config.json there (not a launch.pretrain workdir); build "
                f"one with: python -m launch.pretrain --workdir={path} (README 'Pretraining')")
 
@@ -120,6 +117,7 @@ def libero_demo(workdir: str) -> dict:
       "launch.train", f"--config={rl_cfg}", f"--workdir={d('rl')}",
       f"--config.train.num_steps={_RL_STEPS.value}", f"--config.train.eval_every={_RL_STEPS.value}",
       f"--config.train.eval_num_states={_EVAL_STATES.value}",
+      # two optimiser steps per RL step (num_prompts x 8 trajectories in halves)
       f"--config.rl.num_prompts={_PROMPTS.value}", f"--config.rl.minibatch_size={_PROMPTS.value * 4}",
       f"--config.train.checkpoint_every={_RL_STEPS.value}", "--config.train.log_every=1",
       f"--config.seed={_SEED.value}"], d("logs", "train.log"))
@@ -137,7 +135,8 @@ def libero_demo(workdir: str) -> dict:
 
 def _row(label: str, r: dict, n: int) -> str:
   s = r["success_rate"]
-  pushed = r.get("successes_pushed_frac")
+  # the share of successes reached by pushing: none to share out when nothing succeeded
+  pushed = r.get("successes_pushed_frac") if s > 0 else None
   cell = f"{s:.3f} ({round(s * n)}/{n})"
   return (f"| {label:<26} | {int(r['step']):>4} | {cell:<16} | "
           f"{r.get('episode_length', float('nan')):6.1f} | "
