@@ -96,7 +96,9 @@ def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, hori
   `out`, and returns the manifest. Episode seeds count up from `seed_start`; a task whose expert
   still lacks demonstrations after `max_attempts * per_task` tries raises DemoError, or with
   drop_failed=True is dropped: the manifest lists none of its episodes and its instruction under
-  "dropped" (launch.pretrain's many procedural tasks). The one writer of the format:
+  "dropped" (launch.pretrain's many procedural tasks). Every round is filled to whole batches of
+  `batch` with more tries of the tasks still short (one compiled shape; a task may so get a few
+  tries over the limit). The one writer of the format:
   `launch.make_demos`, `launch.pretrain` and the tests call it."""
   import jax  # noqa: PLC0415  (reading demonstrations needs no JAX; recording them does)
   import numpy as np  # noqa: PLC0415
@@ -131,6 +133,15 @@ def record(out: str, env: Any, expert: Callable[[Any], Any], per_task: int, hori
     if not starts:
       short = {env.instructions[k]: len(got[k]) for k in need if need[k]}
       raise DemoError(f"the expert did not succeed often enough: successes so far {short}")
+    # Whole batches only: a partly filled batch costs as much as a full one, and one batch shape is
+    # one compilation for the whole recording (a retry round of another size compiled anew, minutes
+    # on a CPU). The room goes to more tries of the tasks still short, in turn.
+    short_tasks = list(dict.fromkeys(k for k, _ in starts))
+    while len(starts) % batch:
+      k = short_tasks[len(starts) % len(short_tasks)]
+      starts.append((k, next_seed))
+      next_seed += 1
+      tries[k] += 1
     starts_np = np.asarray(starts, np.int32)
     res = evaluation.run_episodes(env, actor, starts_np, horizon, reset_fn=reset_fn, video_env=env,
                                   batch_size=batch)
