@@ -211,3 +211,29 @@ def test_reset_task_is_the_training_reset_of_the_one_task(env):
   multi = LiberoTask(cameras=(), instructions=("a", "b"))
   with pytest.raises(ValueError, match="one-task env"):
     multi.reset_task(0, keys[0])
+
+
+def test_libero_layout_keeps_each_object_in_a_3cm_square_with_fixed_yaw():
+  """layout=libero (the launchers' preset): every initial position within LIBERO_SPAN = 3 cm of the
+  region's centre in x and y (hand values: the bowl's region centre (-0.06, -0.12), the plate's
+  (-0.02, 0.14)), spread over most of the square, the yaw fixed at 0 (identity quaternion); the
+  constructor's default (wide) spreads over 16 cm and turns the bowl."""
+  from envs import registry, schema
+  keys = jax.random.split(jax.random.PRNGKey(3), 64)
+  centres = {"akita_black_bowl_1": (-0.06, -0.12), "plate_1": (-0.02, 0.14)}
+  spans = {}
+  for layout in ("libero", "wide"):
+    e = registry.make("libero_bowl_on_plate", image_size=8, cameras=(), layout=layout)
+    qpos = np.asarray(jax.jit(jax.vmap(lambda k: e.reset(k).pipeline_state.qpos))(keys))
+    for name, (cx, cy) in centres.items():
+      adr = e._obj_qadr[name]
+      xy, quat = qpos[:, adr:adr + 2], qpos[:, adr + 3:adr + 7]
+      spans[layout, name] = np.ptp(xy, axis=0)
+      if layout == "libero":
+        np.testing.assert_array_less(np.abs(xy - [cx, cy]), 0.015 + 1e-6)
+        np.testing.assert_allclose(quat, np.tile([1.0, 0, 0, 0], (64, 1)), atol=1e-6)
+  for name in centres:
+    assert np.all(spans["libero", name] > 0.024), spans            # most of the 3 cm square
+    assert np.all(spans["wide", name] > 0.10), spans
+  with pytest.raises(schema.OptionError, match="layout"):
+    registry.make("libero_bowl_on_plate", image_size=8, cameras=(), layout="narrow")

@@ -79,6 +79,9 @@ OPTIONS = schema.Schema(
         schema.Int("settle_substeps", 0, "physics substeps run at reset (0: placed at rest)",
                    lo=0, hi=2000),
         schema.Bool("shadows", False, "hard shadows in the rendered images"),
+        schema.Choice("layout", "wide", "initial-layout spread: wide (16 cm regions, any bowl yaw) "
+                      "or libero (LIBERO's: each object within a 3 cm square, yaw fixed)",
+                      choices=("wide", "libero")),
     ) + builder_lib.PHYSICS_OPTIONS + RANDOMIZATION_OPTIONS,
     cameras=CAMERAS, rules=(physics_rule,), python_only=("render_kwargs",))
 
@@ -472,10 +475,27 @@ def _mat_to_quat(xmat: jax.Array) -> jax.Array:
   return panda.mat_to_quat(xmat.reshape(3, 3))
 
 
+# LIBERO's initial states vary each object within about 3 cm in x and y with a fixed yaw (measured
+# over the 50 converted states of libero_spatial's and libero_goal's bowl-and-plate tasks: spans
+# 2.6-3.0 cm, yaw span 0).
+LIBERO_SPAN = 0.03
+
+
+def libero_layout(spec: TaskSpec) -> TaskSpec:
+  """`spec` with every placement region shrunk to a LIBERO_SPAN square about its centre and its yaw
+  fixed at the middle of its range: the initial-state spread of LIBERO's own tasks."""
+  def narrow(r):
+    (cx, cy), h = r.center, 0.5 * LIBERO_SPAN
+    yaw = None if r.yaw is None else (0.5 * (r.yaw[0] + r.yaw[1]),) * 2
+    return dataclasses.replace(r, x0=cx - h, y0=cy - h, x1=cx + h, y1=cy + h, yaw=yaw)
+  return dataclasses.replace(spec, regions=tuple(narrow(r) for r in spec.regions))
+
+
 @schema.declares(OPTIONS)
 def make_bowl_on_plate(image_size: int = 128, cameras: Sequence[str] = ("agentview",),
                        **kwargs) -> LiberoTask:
   """envs.registry factory: "pick up the black bowl and place it on the plate"."""
   o = split_options(OPTIONS.check(kwargs, "libero_bowl_on_plate"))
-  return LiberoTask(BOWL_ON_PLATE, cameras=OPTIONS.check_cameras(cameras, "libero_bowl_on_plate"),
+  spec = libero_layout(BOWL_ON_PLATE) if o.pop("layout") == "libero" else BOWL_ON_PLATE
+  return LiberoTask(spec, cameras=OPTIONS.check_cameras(cameras, "libero_bowl_on_plate"),
                     image_size=(image_size, image_size), **o)
