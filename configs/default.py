@@ -186,7 +186,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.env[k] = preset[k]
   if "chunk_size" in preset:
     c.policy.chunk_size = preset["chunk_size"]
-  c.env.kwargs = ml_collections.ConfigDict({**env_defaults(c.env.name), **preset.get("kwargs", {})})
+  # constructor options belong to the preset's own env: a fallback lends its shapes, never its kwargs
+  own = ENV_PRESETS.get(c.env.name, {}).get("kwargs", {})
+  c.env.kwargs = ml_collections.ConfigDict({**env_defaults(c.env.name), **own})
   if "max_text_len" in preset:  # byte tokens: LIBERO's longest instruction is about 90 bytes
     c.model.max_text_len = preset["max_text_len"]
   libero = c.env.name.startswith("libero")

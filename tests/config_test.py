@@ -196,6 +196,23 @@ def test_every_env_option_is_settable_from_flags():
   assert kw["protocol"] == "held_out"   # the preset's value kept
 
 
+def make_plain_libero_task(*, image_size, cameras):
+  """A user's LIBERO-named task whose constructor takes no options at all."""
+  raise AssertionError("never built: only its config is read")
+
+
+def test_a_libero_named_env_without_a_preset_gets_the_shapes_but_not_the_kwargs():
+  # names starting with "libero" borrow bowl-on-plate's shapes; its constructor options (layout)
+  # would be an unexpected keyword for any other constructor
+  registry.register("libero_plain_config_test", f"{__name__}:make_plain_libero_task")
+  c = get_config("variant=tiny,env=libero_plain_config_test")
+  ref = get_config("variant=tiny,env=libero_bowl_on_plate")
+  assert (c.env.episode_length, c.env.image_size, c.policy.chunk_size) == (
+      ref.env.episode_length, ref.env.image_size, ref.policy.chunk_size)
+  assert dict(ref.env.kwargs)["layout"] == "libero"
+  assert dict(c.env.kwargs) == {}
+
+
 def test_loss_options_are_settable_from_flags_and_roundtrip():
   c = _parse_flags("--config=configs/default.py:variant=tiny", "--config.rl.loss=ppo_clip_token_mean",
                    "--config.rl.loss_kwargs.ratio_level=action", "--config.rl.loss_kwargs.dual_clip=3",
