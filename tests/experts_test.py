@@ -162,6 +162,7 @@ def wine_env():
   return LiberoSuite("libero_goal", cameras=(), task_ids=[2])   # the wine bottle on the cabinet
 
 
+@pytest.mark.slow  # about 2 minutes on the 2-core CI machine
 def test_round_grasp_yaw_keeps_the_hand_off_the_wine_rack(wine_env):
   """libero_goal 2: the bottle stands 8 cm from the wine rack's footprint; at the hand's home yaw
   the hand's long side lies over the rack, whose top then stopped the lift in 25 of 50 states.
@@ -251,6 +252,7 @@ def test_long_mug_two_object_and_drawer_tasks_are_supported(long_env):
   assert experts.supported(long_env) == [True] * len(LONG_TASKS)
 
 
+@pytest.mark.slow  # about 2 minutes on the 2-core CI machine
 def test_neighbour_clearance_keeps_the_palm_off_the_milk(long_env, long_reset):
   """libero_10 task 1, state 5: the milk carton (13 cm tall) stands 8.6 cm from the cream cheese
   along the line the fingers close on. `_Neighbours.clearance` (under jit) equals a numpy height

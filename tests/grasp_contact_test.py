@@ -197,6 +197,7 @@ def _can_in_basket_task():
       relations=(("alphabet_soup_1", "basket_1"),))
 
 
+@pytest.mark.slow  # about 2 minutes on the 2-core CI machine
 def test_a_can_tipping_over_in_the_basket_stays_in_it():
   """A can that tips over as it drops into the basket (the expert's pinch lets go of it 3-8 cm over
   the floor in libero_10 task 0) stays in it: thrown in tilted, spinning over and sliding toward a

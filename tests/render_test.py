@@ -246,11 +246,12 @@ def _stack(items):
   return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *items)
 
 
-# the LIBERO suites' scenes are checked the same way in libero_suite_test (on their own states);
-# the bowl task's scene in `make test`, the others in `make test-slow` (test time)
+# the LIBERO suites' scenes are checked the same way in libero_suite_test (on their own states;
+# libero_10's in `make test`); these one-scene tasks in `make test-slow` (test time: about 4 minutes
+# each on the 2-core CI machine)
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [
-    n if n == "libero_bowl_on_plate" else pytest.param(n, marks=pytest.mark.slow)
-    for n in registry.names() if n.startswith("libero_") and n not in libero_data.SUITES])
+    n for n in registry.names() if n.startswith("libero_") and n not in libero_data.SUITES])
 def test_task_scene_culled_equals_brute_force(name):
   """Shipped settings: the env's own renderer on reset states and after random-action steps
   equals brute force (segmentation) on >= 99.9% of pixels, with no overflow."""
