@@ -1,21 +1,23 @@
 """`make demo`: GRPO end to end on a CPU, printing held-out success before and after RL.
 
-  python -m launch.demo                    # `make demo`: GRPO on the fake pixel task (a minute)
-  python -m launch.demo --task=libero [--workdir=DIR] [--rl_steps=12] [--sft_steps=300]
-      [--pretrained=DIR] [--env=libero_bowl_on_plate]   # the paper's pipeline on LIBERO-MJX
+  python -m launch.demo [--workdir=DIR] [--rl_steps=8] [--sft_steps=300] [--pretrained=DIR]
+      [--env=libero_bowl_on_plate]   # `make demo`: the paper's pipeline on LIBERO-MJX (~25 min)
+  python -m launch.demo --task=fake   # GRPO from scratch on the fake pixel task (a minute)
 
 task=fake: a randomly initialised tiny VLA, GRPO with the paper's tricks (clip-higher, dynamic
 sampling, temperature 1.6), greedy evaluation on held-out initial states before and after.
 
-task=libero: stages (each the launcher a user runs, started as its own process, command printed):
+task=libero (the default): stages (each the launcher a user runs, started as its own process,
+command printed):
   1. the pretrained checkpoint: --pretrained (default: the one the package ships,
      vla_rl_jax/assets/pretrained/tiny: behaviour cloning on procedural tabletop tasks that are
      none of LIBERO's 40, built by `launch.pretrain`; README "Pretraining" has its command);
   2. one scripted-expert demonstration of the task (`launch.make_demos`);
   3. SFT on that one demonstration from the pretrained parameters (`launch.sft`);
   4. GRPO from the SFT checkpoint with the paper's tricks (`launch.train`, configs/libero_grpo.py:
-     clip 0.2 / 0.28, dynamic sampling, temperature 1.6), evaluated greedily on the same held-out
-     initial states before the first RL step and after the last;
+     clip 0.2 / 0.28, dynamic sampling; the tiny variant's temperature 1.0, the file says why),
+     evaluated greedily on the same held-out initial states before the first RL step and after
+     the last;
   5. the before/after table, a success-versus-step plot (`launch.plot`) and rollout videos of the
      final policy (`launch.eval --video_dir`).
 
@@ -42,14 +44,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "vla_rl_jax", "assets", "pretrained", "tiny")
 TASKS = ("libero", "fake")
 
-_TASK = flags.DEFINE_enum("task", "fake", TASKS, "libero: pretrained -> one-demonstration SFT -> "
+_TASK = flags.DEFINE_enum("task", "libero", TASKS, "libero: pretrained -> one-demonstration SFT -> "
                           "GRPO on libero_bowl_on_plate; fake: GRPO from scratch on the fake pixel "
                           "task (about a minute).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where to write the run (default: a fresh temp dir).")
 _ENV = flags.DEFINE_string("env", "libero_bowl_on_plate", "LIBERO-MJX env (task=libero).")
 _PRETRAINED = flags.DEFINE_string("pretrained", SHIPPED, "launch.pretrain workdir to start from.")
 _SFT_STEPS = flags.DEFINE_integer("sft_steps", 300, "SFT steps on the one demonstration.")
-_RL_STEPS = flags.DEFINE_integer("rl_steps", 12, "GRPO steps (task=fake: 60 by default).")
+_RL_STEPS = flags.DEFINE_integer("rl_steps", 8, "GRPO steps (task=fake: 60 by default).")
 _PROMPTS = flags.DEFINE_integer("num_prompts", 4, "Initial states per GRPO step (x 8 rollouts).")
 _EVAL_STATES = flags.DEFINE_integer("eval_states", 64, "Held-out initial states evaluated before "
                                     "and after RL.")

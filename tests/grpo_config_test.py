@@ -22,7 +22,7 @@ def test_paper_values_where_not_overridden(suite, variant):
   assert cfg.train.init_from == "/tmp/sft"
   # PAPER.md's algorithm, held by every variant
   assert cfg.rl.group_size == 8
-  assert cfg.policy.temperature == 1.6 and cfg.policy.eval_temperature == 0.0  # train and rollout share it
+  assert cfg.policy.eval_temperature == 0.0  # greedy evaluation; rollout and update share one temperature
   assert (cfg.rl.advantage, cfg.rl.adv_eps, cfg.rl.loss) == ("grpo", 1e-6, "ppo_clip")
   assert dict(cfg.rl.loss_kwargs) == {"ratio_level": "token", "dual_clip": 0.0}
   assert (cfg.rl.clip_low, cfg.rl.clip_high) == (0.2, 0.28)
@@ -35,6 +35,7 @@ def test_paper_values_where_not_overridden(suite, variant):
   assert cfg.num_minibatches == 4
   # the deviations the docstring states, and nothing else
   assert cfg.optim.learning_rate == {"tiny": 1e-4, "small": 3e-5}[variant]
+  assert cfg.policy.temperature == {"tiny": 1.0, "small": 1.6}[variant]
   assert (cfg.rl.num_prompts, cfg.rl.minibatch_size) == {"tiny": (16, 32), "small": (64, 128)}[variant]
   limit = {"libero_spatial": 224, "libero_object": 280, "libero_goal": 304, "libero_10": 512}
   assert cfg.env.episode_length == limit[suite]
@@ -43,7 +44,7 @@ def test_paper_values_where_not_overridden(suite, variant):
 @pytest.mark.parametrize("suite", SUITES)
 def test_base_is_the_paper(suite):
   cfg = grpo(suite, "base")
-  assert cfg.optim.learning_rate == 5e-6
+  assert cfg.optim.learning_rate == 5e-6 and cfg.policy.temperature == 1.6
   assert (cfg.rl.num_prompts, cfg.rl.group_size, cfg.rl.minibatch_size) == (64, 8, 128)
   assert cfg.env.episode_length == 512 and cfg.num_calls == 64
 
