@@ -33,7 +33,8 @@ Where tiny and small deviate (one line each; README "SFT then RL" has the same t
   libero_bowl_on_plate after one-demonstration SFT (RESULTS.md, "make demo on LIBERO-MJX", 64
   held-out states): greedy 47/64, sampled at 1.0 30/64, at 1.6 the RL batches succeed in 6-14%, and
   12 GRPO steps at 1.6 took greedy success DOWN to 28/64; at 1.0 the batches succeed in 50-72% and
-  8 GRPO steps took greedy success from 46/64 to 56/64 (`make demo`, seed 0).
+  8 GRPO steps took greedy success from 46/64 to 56/64 (`make demo`, seed 0; 38/64 to 55/64
+  on another machine, whose XLA CPU code differs).
 """
 
 import ml_collections
