@@ -64,12 +64,7 @@ class PhysicsConfig:
   iterations: int = 4
   ls_iterations: int = 6
   cone: str = "pyramidal"
-  # Friction 3x "harder" than the normal force's impedance (MuJoCo's default is 1; LIBERO's
-  # robosuite world sets 20 on elliptic cones). With 1, a pinched bowl held still turned in the
-  # hand by 0-20 degrees in 2 s (median 7; tests/grasp_contact_test.py); 3 with the pads' torsional
-  # friction (below) keeps it under 2.5. From 4-5 up the pads sink into what they pinch and a grasp
-  # now and then drops (10 and 20 drop most); elliptic cones hold too but step 3.8x slower in MJX.
-  impratio: float = 3.0
+  impratio: float = 1.0             # MuJoCo default (10 made pinches penetrate and fail)
   impl: str = "jax"
   # LIBERO's air (robosuite's world: density 1.2, viscosity 2e-5). With robosuite's coarse Panda
   # inertias (copied, envs/robots/panda.xml) MuJoCo's inertia-box drag slows the wrist's fast turns
@@ -262,9 +257,7 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   # Contact pairs.
   contact = ET.SubElement(root, "contact")
   pads = ("left_pad", "right_pad", "left_pad_upper", "right_pad_upper")
-  # torsional friction 0.03 m (a pad's contact patch turning on what it pinches; 0.01 let a pinched
-  # bowl pivot about the pinch axis), rolling 0.01
-  pad_kw = dict(condim="6", friction="1.5 1.5 0.03 0.01 0.01", solref="0.01 1",
+  pad_kw = dict(condim="6", friction="1.5 1.5 0.01 0.01 0.01", solref="0.01 1",
                 solimp="0.95 0.99 0.001 0.5 2")
   for pad in pads[:2]:
     ET.SubElement(contact, "pair", geom1=pad, geom2="table", condim="3")
