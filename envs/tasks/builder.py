@@ -64,10 +64,11 @@ class PhysicsConfig:
   iterations: int = 4
   ls_iterations: int = 6
   cone: str = "pyramidal"
-  # MuJoCo's default. 3-4 stop a pinched bowl's slow turn in the hand (the strict xfail in
-  # tests/grasp_contact_test.py) but, on pyramidal cones, let a bottle resting on the wine rack drift
-  # 1.4 cm in 4 s; from 5 up pinches sink in and drop. Elliptic cones hold the grasp but step 3.8x
-  # slower (RESULTS.md, "A pinched object still turns in the hand").
+  # MuJoCo's default. 4 (or 3 with the pads' torsional friction at 0.03) stops a pinched bowl's slow
+  # turn in the hand (the strict xfail in tests/grasp_contact_test.py), but 3 already lets a bottle
+  # resting on the wine rack drift 1.4 cm in 4 s on these pyramidal cones; from 5 up pinches sink in
+  # and drop. Elliptic cones hold the grasp but step 3.8x slower (RESULTS.md, "A pinched object
+  # still turns in the hand").
   impratio: float = 1.0
   impl: str = "jax"
   # LIBERO's air (robosuite's world: density 1.2, viscosity 2e-5). With robosuite's coarse Panda
