@@ -64,11 +64,10 @@ class PhysicsConfig:
   iterations: int = 4
   ls_iterations: int = 6
   cone: str = "pyramidal"
-  # MuJoCo's default. 4 (or 3 with the pads' torsional friction at 0.03) stops a pinched bowl's slow
-  # turn in the hand (the strict xfail in tests/grasp_contact_test.py), but 3 already lets a bottle
-  # resting on the wine rack drift 1.4 cm in 4 s on these pyramidal cones; from 5 up pinches sink in
-  # and drop. Elliptic cones hold the grasp but step 3.8x slower (RESULTS.md, "A pinched object
-  # still turns in the hand").
+  # MuJoCo's default. Raising it (3-4) also stops a pinched bowl's slow turn in the hand, but 3
+  # already lets a bottle resting on the wine rack drift 1.4 cm in 4 s on these pyramidal cones and
+  # from 5 up pinches sink in and drop; the pads' rolling friction (below, `build`) stops the turn
+  # instead (RESULTS.md, "A pinched object still turns in the hand").
   impratio: float = 1.0
   impl: str = "jax"
   # LIBERO's air (robosuite's world: density 1.2, viscosity 2e-5). With robosuite's coarse Panda
@@ -262,7 +261,11 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   # Contact pairs.
   contact = ET.SubElement(root, "contact")
   pads = ("left_pad", "right_pad", "left_pad_upper", "right_pad_upper")
-  pad_kw = dict(condim="6", friction="1.5 1.5 0.01 0.01 0.01", solref="0.01 1",
+  # Rolling friction 0.03 on the pads: a pinched object otherwise rolls about the pads' contact
+  # tangent (mostly about the tool axis) under its own weight, 0-20 degrees in 2 s; at 0.03 it
+  # turns at most 1.8 (tests/grasp_contact_test.py; RESULTS.md, "A pinched object still turns").
+  # The capsule pads touch at points, where a real pad's area resists the roll.
+  pad_kw = dict(condim="6", friction="1.5 1.5 0.01 0.03 0.03", solref="0.01 1",
                 solimp="0.95 0.99 0.001 0.5 2")
   for pad in pads[:2]:
     ET.SubElement(contact, "pair", geom1=pad, geom2="table", condim="3")
