@@ -6,7 +6,7 @@
 On envs with a finite evaluation set (LIBERO's suites: 50 converted initial states per task) every
 (task, state) pair runs once and the report gives success per task and per suite with 95% Wilson
 intervals and the failed states; `--num_states=N` instead draws N held-out states at random (the
-trainer's periodic evaluation). The model is rebuilt from the resolved config saved beside the
+trainer's periodic evaluation); `--states_per_task=K` (expert) runs only each task's first K. The model is rebuilt from the resolved config saved beside the
 checkpoints (workdir/config.json). `--checkpoint` is a synonym of `--workdir`.
 Videos: one animated GIF per episode (both cameras side by side where the env has both, the
 instruction and the outcome as a caption) for the first `--num_videos` tasks' state 0 (envs without
@@ -34,6 +34,8 @@ _ENV = flags.DEFINE_string("env", None, "Env name (policy=expert), e.g. libero_s
 _TASKS = flags.DEFINE_list("task_ids", None, "Restrict a suite to these task ids (policy=expert).")
 _NUM = flags.DEFINE_integer("num_states", None, "Draw this many held-out states at random instead "
                             "of running the whole evaluation set.")
+_PER_TASK = flags.DEFINE_integer("states_per_task", None, "policy=expert: only the first K "
+                                 "evaluation states of each task (a quick sample of the full set).")
 _TEMP = flags.DEFINE_float("temperature", None, "Sampling temperature (default: config's, 0 = greedy).")
 _T = flags.DEFINE_integer("episode_length", None, "Control steps per episode (default: the config's, "
                           "or the env preset's for policy=expert).")
@@ -50,7 +52,7 @@ def _fail(msg: str) -> None:
 
 
 FLAGS_CHECKED = ("workdir", "checkpoint", "step", "policy", "env", "task_ids", "num_states",
-                 "temperature", "episode_length", "out", "video_dir", "num_videos", "video_size")
+                 "states_per_task", "temperature", "episode_length", "out", "video_dir", "num_videos", "video_size")
 MAX_VIDEO_SIZE = 1024   # pixels per camera side: frames are held in memory, T x cameras x H x W x 3
 
 
@@ -70,6 +72,12 @@ def check_args(a: Mapping[str, Any]) -> None:
 
   if a["num_states"] is not None and a["num_states"] <= 0:
     bad("num_states", "must be > 0 (held-out states drawn at random)")
+  if a["states_per_task"] is not None:
+    if a["policy"] != "expert":
+      bad("states_per_task", "applies to --policy=expert only (--num_states draws held-out states "
+                             "for a checkpoint)")
+    if a["states_per_task"] <= 0:
+      bad("states_per_task", "must be > 0 (the first K evaluation states of each task)")
   t = a["temperature"]
   if t is not None and not (math.isfinite(t) and t >= 0):
     bad("temperature", "must be a finite number >= 0 (0 = greedy)")
@@ -181,6 +189,12 @@ def _eval_expert() -> dict:
   pairs = evaluation.evaluation_set(env)
   if pairs is None:
     _fail(f"env {name!r} has no finite evaluation set (reset_to / num_eval_states)")
+  k = _PER_TASK.value
+  if k is not None:
+    if k > env.num_eval_states:
+      _fail(f"--states_per_task={k}: must be <= {env.num_eval_states} (the evaluation states per "
+            f"task of {name!r})")
+    pairs = pairs[pairs[:, 1] < k]
   try:
     expert = experts.SuiteExpert(env)
   except ValueError as e:
@@ -191,7 +205,8 @@ def _eval_expert() -> dict:
   t0 = time.time()
   out = evaluation.run_episodes(env, actor, pairs, horizon)
   rep = {"policy": "expert", "env": name, "env_kwargs": kwargs, "episode_length": horizon,
-         "evaluation_set": "every task x every converted LIBERO initial state, once",
+         "evaluation_set": ("every task x every converted LIBERO initial state, once" if k is None
+                            else f"every task x its first {k} converted LIBERO initial states"),
          **evaluation.report(env, pairs, out["success"], out["length"], suite=name,
                              grasped=out.get("grasped")),
          "unstable_episodes": int(out["unstable"].sum()), "seconds": round(time.time() - t0, 1)}

@@ -101,6 +101,9 @@ def run_dir(tmp_path):
      "--task_ids=1: env 'fake_reach' has no task ids"),
     (dict(policy="expert", env="libero_goal", num_states=8), "--num_states=8: applies to "
                                                              "--policy=checkpoint only"),
+    (dict(policy="expert", env="libero_goal", states_per_task=0), "--states_per_task=0: must be "
+                                                                  "> 0"),
+    (dict(states_per_task=5), "--states_per_task=5: applies to --policy=expert only"),
     (dict(policy="expert", env="nope"), "--env=nope: unknown env"),
     (dict(policy="expert"), "--policy=expert needs --env=NAME"),
 ])
@@ -118,6 +121,7 @@ def test_eval_arguments_are_checked_at_start_up(run_dir, capsys, kw, line):
 def test_good_eval_arguments_pass(run_dir):
   eval_lib.check_args(_args(workdir=run_dir, step=20, num_states=8, temperature=0.0))
   eval_lib.check_args(_args(policy="expert", env="libero_goal", task_ids=["3", "0"]))
+  eval_lib.check_args(_args(policy="expert", env="libero_goal", states_per_task=5))
 
 
 @pytest.mark.parametrize("module, args, line", [
