@@ -6,8 +6,9 @@
 On envs with a finite evaluation set (LIBERO's suites: 50 converted initial states per task) every
 (task, state) pair runs once and the report gives success per task and per suite with 95% Wilson
 intervals and the failed states; `--num_states=N` instead draws N held-out states at random (the
-trainer's periodic evaluation); `--states_per_task=K` (expert) runs only each task's first K. The model is rebuilt from the resolved config saved beside the
-checkpoints (workdir/config.json). `--checkpoint` is a synonym of `--workdir`.
+trainer's periodic evaluation); `--states_per_task=K` (expert) runs only each task's first K. The
+model is rebuilt from the resolved config saved beside the checkpoints (workdir/config.json).
+`--checkpoint` is a synonym of `--workdir`.
 Videos: one animated GIF per episode (both cameras side by side where the env has both, the
 instruction and the outcome as a caption) for the first `--num_videos` tasks' state 0 (envs without
 a finite evaluation set: the first `--num_videos` held-out draws), and a contact sheet PNG.
@@ -52,7 +53,8 @@ def _fail(msg: str) -> None:
 
 
 FLAGS_CHECKED = ("workdir", "checkpoint", "step", "policy", "env", "task_ids", "num_states",
-                 "states_per_task", "temperature", "episode_length", "out", "video_dir", "num_videos", "video_size")
+                 "states_per_task", "temperature", "episode_length", "out", "video_dir",
+                 "num_videos", "video_size")
 MAX_VIDEO_SIZE = 1024   # pixels per camera side: frames are held in memory, T x cameras x H x W x 3
 
 
