@@ -188,15 +188,13 @@ def _eval_expert() -> dict:
   name = _ENV.value
   env, kwargs, horizon = preset_env("launch.eval", name, image_size=32, cameras=(),
                                     task_ids=_TASKS.value, episode_length=_T.value)
-  pairs = evaluation.evaluation_set(env)
+  k = _PER_TASK.value
+  if k is not None and k > getattr(env, "num_eval_states", k):
+    _fail(f"--states_per_task={k}: must be <= {env.num_eval_states} (the evaluation states per "
+          f"task of {name!r})")
+  pairs = evaluation.evaluation_set(env, k)
   if pairs is None:
     _fail(f"env {name!r} has no finite evaluation set (reset_to / num_eval_states)")
-  k = _PER_TASK.value
-  if k is not None:
-    if k > env.num_eval_states:
-      _fail(f"--states_per_task={k}: must be <= {env.num_eval_states} (the evaluation states per "
-            f"task of {name!r})")
-    pairs = pairs[pairs[:, 1] < k]
   try:
     expert = experts.SuiteExpert(env)
   except ValueError as e:

@@ -161,3 +161,10 @@ def test_report_names_the_suites_own_task_ids():
   assert [t["task_id"] for t in rep["tasks"]] == [0, 1]
   assert [t["suite_task_id"] for t in rep["tasks"]] == [2, 5]
   assert [t["successes"] for t in rep["tasks"]] == [1, 1]
+  # the evaluation set: every (task, state) once; `states_per_task` keeps each task's first K
+  full = evaluation.evaluation_set(env)
+  assert full.shape == (2 * env.num_eval_states, 2) and len({tuple(p) for p in full}) == len(full)
+  np.testing.assert_array_equal(evaluation.evaluation_set(env, 2),
+                                [[0, 0], [0, 1], [1, 0], [1, 1]])
+  with pytest.raises(ValueError, match="states_per_task=51"):
+    evaluation.evaluation_set(env, env.num_eval_states + 1)

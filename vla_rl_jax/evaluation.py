@@ -81,12 +81,17 @@ def make_eval_fn(b: Built, num_states: int | None = None, temperature: float | N
 Z95 = 1.959964
 
 
-def evaluation_set(env: Env) -> np.ndarray | None:
+def evaluation_set(env: Env, states_per_task: int | None = None) -> np.ndarray | None:
   """i32[N, 2]: every (task, evaluation state) pair once, for envs with a finite evaluation set
-  (LIBERO's 50 converted initial states per task, `env.reset_to(task, index)`); None otherwise."""
+  (LIBERO's 50 converted initial states per task, `env.reset_to(task, index)`); None otherwise.
+  `states_per_task`: only each task's first that many states (at most the env's)."""
   n = getattr(env, "num_eval_states", None)
   if n is None or not hasattr(env, "reset_to"):
     return None
+  if states_per_task is not None:
+    if not 0 < states_per_task <= n:
+      raise ValueError(f"states_per_task={states_per_task}: must be in [1, {n}]")
+    n = states_per_task
   k = env.num_tasks
   return np.stack([np.repeat(np.arange(k), n), np.tile(np.arange(n), k)], 1).astype(np.int32)
 

@@ -66,8 +66,8 @@ class PhysicsConfig:
   cone: str = "pyramidal"
   # MuJoCo's default. Raising it (3-4) also stops a pinched bowl's slow turn in the hand, but 3
   # already lets a bottle resting on the wine rack drift 1.4 cm in 4 s on these pyramidal cones and
-  # from 5 up pinches sink in and drop; the pads' rolling friction (below, `build`) stops the turn
-  # instead (RESULTS.md, "A pinched object still turns in the hand").
+  # from 5 up pinches sink in and drop; the pads' rolling friction (`build_scene`'s pad pairs)
+  # stops the turn instead (RESULTS.md, "A pinched object still turns in the hand").
   impratio: float = 1.0
   impl: str = "jax"
   # LIBERO's air (robosuite's world: density 1.2, viscosity 2e-5). With robosuite's coarse Panda
