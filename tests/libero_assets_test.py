@@ -270,6 +270,73 @@ def test_microwave_shell_and_door_stop_the_arm_and_the_mug(microwave_scene):
   assert swing(True) < -0.2
 
 
+def test_a_mug_meets_the_microwave_shell_with_its_wall(microwave_scene):
+  """The mug met the shell only with its feet: its wall (the staves and handle the fingers pinch)
+  passed into the floor box, which stands 2 cm clear of the table, so the door swept a mug standing
+  in front of the opening 12 cm into it, and a mug lying on its side sank into the floor. In C
+  MuJoCo: sliding at the floor box's front face (no gravity: nothing else stops it), the mug stops
+  there (without the pairs it slid on through the floor box and the back wall); laid on its side on the floor inside, it stays on top of it. Every stave, handle capsule
+  and the door pairs with every shell box."""
+  spec, built, _ = microwave_scene
+  m = mujoco.MjModel.from_xml_string(built.xml)     # its own: the test turns gravity off
+  # the microwave where LIBERO's first initial state stands it (on its feet, 2 cm up)
+  init = libero_data.init_states(spec)
+  pose = init["pose"][0][init["entities"].index("microwave_1")]
+  root = m.body("microwave_1").id
+  m.body_pos[root], m.body_quat[root] = pose[:3], pose[3:]
+  d = mujoco.MjData(m)
+  shell = list(built.fixtures["microwave_1"].surface)
+  wall = list(built.objects["white_yellow_mug_1"].grasp)
+  assert len(wall) == 13, wall                     # 10 staves, 2 handle arms, the bar
+  pairs = {(m.geom(m.pair_geom1[i]).name, m.geom(m.pair_geom2[i]).name) for i in range(m.npair)}
+  for g in wall:
+    for s in shell + ["microwave_1_door"]:
+      assert (g, s) in pairs, (g, s)
+  mug = m.body("white_yellow_mug_1").id
+  ja, va = m.jnt_qposadr[m.body_jntadr[mug]], m.jnt_dofadr[m.body_jntadr[mug]]
+  floor = min((m.geom(g).id for g in shell), key=lambda g: m.geom_pos[g][2])
+  wid = [m.geom(g).id for g in wall]
+
+  def wall_extent(axis: int, top: bool) -> float:
+    """The wall's largest (top) or smallest coordinate along axis over its capsules' ends."""
+    ends = []
+    for g in wid:
+      c, r = d.geom_xpos[g], m.geom_size[g][0]
+      a = d.geom_xmat[g].reshape(3, 3)[:, 2] * m.geom_size[g][1]     # centre to end
+      ends += [max(c[axis] + a[axis], c[axis] - a[axis]) + r if top else
+               min(c[axis] + a[axis], c[axis] - a[axis]) - r]
+    return float(max(ends) if top else min(ends))
+
+  mujoco.mj_resetData(m, d)
+  mujoco.mj_forward(m, d)
+  face = float(d.geom_xpos[floor][1] - m.geom_size[floor][1])   # the floor box's front face (y)
+  floor_top = float(d.geom_xpos[floor][2] + m.geom_size[floor][2])
+  centre = d.geom_xpos[floor].copy()
+  assert centre[2] - m.geom_size[floor][2] > 0.015                      # clear of the table
+  # upright on the table, 2 cm in front of the face, sliding at it (the door's push, without a door)
+  m.opt.gravity[:] = 0.0
+  d.qpos[ja + 3:ja + 7] = (1, 0, 0, 0)
+  d.qpos[ja:ja + 3] = (centre[0], 0.0, 0.001)
+  hinge = m.joint("microwave_1_microjoint").id
+  d.qpos[m.jnt_qposadr[hinge]] = init["joint_qpos"][0][0]                # open, as LIBERO starts
+  mujoco.mj_forward(m, d)
+  d.qpos[ja + 1] = face - 0.02 - (wall_extent(1, True) - d.qpos[ja + 1])
+  d.qvel[va + 1] = 0.3
+  for _ in range(300):                                                    # 1.5 s
+    mujoco.mj_step(m, d)
+  assert wall_extent(1, True) < face + 0.004, (wall_extent(1, True), face)
+  # on its side (axis along x) 5 mm over the floor, inside
+  m.opt.gravity[:] = (0.0, 0.0, -9.81)
+  mujoco.mj_resetData(m, d)
+  d.qpos[ja + 3:ja + 7] = (np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0)
+  d.qpos[ja:ja + 3] = (centre[0] - 0.04, centre[1], 0.1)
+  mujoco.mj_forward(m, d)
+  d.qpos[ja + 2] += floor_top + 0.005 - wall_extent(2, False)
+  for _ in range(300):                                                    # 1.5 s
+    mujoco.mj_step(m, d)
+  assert wall_extent(2, False) > floor_top - 0.004, (wall_extent(2, False), floor_top)
+
+
 # LIBERO's microwave (articulated_objects/microwave.xml, class micro_collision), its object frame:
 # (centre, half sizes) of the six shell boxes, and the door's box in the frame of its hinge body
 # (at -0.1725, -0.088, 0.096), shut.

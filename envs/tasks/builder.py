@@ -9,8 +9,9 @@ All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), 
   lies there once knocked over), arm
   link capsules x table, reaching links + palm x every object's hull and every fixture surface,
   palm + fingertip pads x a fixture's low base (the wine rack's four base boxes), reaching links +
-  palm and what a task puts in the fixture (its hull, or the capsules the fingers pinch where MJX
-  has no hull x box collision) x its `blocks` (the microwave's door).
+  palm x a fixture's `blocks` (the microwave's door), and what a task puts in such a fixture (its
+  hull, or the capsules the fingers pinch where MJX has no hull x box collision) x its `blocks` and
+  its shell boxes.
 """
 
 from __future__ import annotations
@@ -341,17 +342,21 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
         for s in fb.surface:
           ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
                         friction="1 1 0.005 0.0001 0.0001")
-    # what a task puts in a fixture meets its door (a box): through the hull where MJX collides it
-    # with a box, else through the capsules the fingers pinch (a mug's hull is a cylinder)
-    doors = [s for fname, fb in fixtures.items() if related(n, fname)
-             for s in fb.params.get("blocks", ())]
-    if doors:
+    # what a task puts in a fixture with a door (a box) meets the door and every box of the shell
+    # (floor, roof, back, sides): through the hull where MJX collides it with a box, else through
+    # the capsules the fingers pinch (a mug's hull is a cylinder). Feet and side capsule alone
+    # left a tilted mug's wall free to pass into the floor box, and a door swept it there.
+    enclosed = [s for fname, fb in fixtures.items()
+                if related(n, fname) and fb.params.get("blocks")
+                for s in tuple(fb.params["blocks"]) + tuple(fb.surface)]
+    if enclosed:
       types = {g.get("name"): g.get("type", "sphere") for g in ET.fromstring(b.xml).iter("geom")}
       blockers = [b.hull] if types.get(b.hull) in _BOX_PARTNERS else \
           [g for g in b.grasp if types.get(g) in _BOX_PARTNERS]
-      for s in doors:
+      for s in enclosed:
         for g in blockers:
-          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3")
+          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
+                        friction="1 1 0.005 0.0001 0.0001")
   for fb in fixtures.values():
     for g in fb.grasp:               # handles, doors, knobs: the fingers push and pull them
       for pad in pads:
