@@ -337,6 +337,50 @@ def test_a_mug_meets_the_microwave_shell_with_its_wall(microwave_scene):
   assert wall_extent(2, False) > floor_top - 0.004, (wall_extent(2, False), floor_top)
 
 
+def _capsules_lowest(m, d, gids) -> float:
+  """The lowest point (world z) over capsule geoms gids."""
+  low = []
+  for g in gids:
+    a = d.geom_xmat[g].reshape(3, 3)[:, 2] * m.geom_size[g][1]
+    low.append(d.geom_xpos[g][2] - abs(a[2]) - m.geom_size[g][0])
+  return float(min(low))
+
+
+def test_a_knocked_over_mug_lies_on_the_table():
+  """A mug's wall and handle pair with the fingers, not the table (its feet carry it upright), so a
+  mug knocked over sank into the table (3.6 cm, the porcelain mug). Now it lies on a side capsule
+  inside its body and on its handle bar. In C MuJoCo, each of LIBERO's three mugs dropped lying
+  down (handle to the side, up and down): at rest no wall or handle capsule is more than 2 cm below
+  the table. Not 0: the capsule's round ends let the base's rim dip, most (1.6 cm) for the
+  yellow-white mug with its handle up, too short for more than a ball as wide as its body."""
+  spec = libero_data.tasks("libero_10")[4]    # the white, red and yellow-white mugs on plates
+  built = builder.build(spec)
+  m = built.mj_model
+  d = mujoco.MjData(m)
+  mugs = [o.name for o in spec.objects if o.kind == "mug"]
+  assert len(mugs) == 3, mugs
+  for name in mugs:
+    bid = m.body(name).id
+    caps = [m.geom(g).id for g in built.objects[name].grasp]          # staves, handle arms, bar
+    ja = m.jnt_qposadr[m.body_jntadr[bid]]
+    for roll in (0.0, np.pi / 2, -np.pi / 2):   # axis along y, handle along x; handle up / down
+      mujoco.mj_resetData(m, d)
+      for k, o in enumerate(spec.objects):                              # the others far away
+        j = m.jnt_qposadr[m.body_jntadr[m.body(o.name).id]]
+        d.qpos[j:j + 3] = (2.0 + k, 2.0, 0.3)
+        d.qpos[j + 3:j + 7] = (1.0, 0.0, 0.0, 0.0)
+      lie = np.array([np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0, 0.0])    # z -> -y
+      turn = np.array([np.cos(roll / 2), 0.0, 0.0, np.sin(roll / 2)])     # about the mug's own axis
+      q = np.zeros(4)
+      mujoco.mju_mulQuat(q, lie, turn)
+      d.qpos[ja:ja + 3] = (0.0, 0.0, 0.12)
+      d.qpos[ja + 3:ja + 7] = q
+      for _ in range(400):                                                # 2 s
+        mujoco.mj_step(m, d)
+      assert abs(d.xmat[bid].reshape(3, 3)[2, 2]) < 0.5, (name, roll)     # it does lie
+      assert _capsules_lowest(m, d, caps) > -0.02, (name, roll, _capsules_lowest(m, d, caps))
+
+
 # LIBERO's microwave (articulated_objects/microwave.xml, class micro_collision), its object frame:
 # (centre, half sizes) of the six shell boxes, and the door's box in the frame of its hinge body
 # (at -0.1725, -0.088, 0.096), shut.

@@ -5,9 +5,9 @@ left, z up; the table top is the plane z = 0 (a collision plane: infinite, cheap
 All collisions are explicit <pair>s (every geom has contype = conaffinity = 0), so MJX checks only:
   finger pads x grasp geoms of every object, fingertip pads x surface geoms, tips + palm x table,
   support feet of every object x table, support feet x surface geoms of every OTHER object, a tall
-  object's side capsule x the table and what a task puts it on or in (with a basket's walls: it
-  lies there once knocked over), arm
-  link capsules x table, reaching links + palm x every object's hull and every fixture surface,
+  object's side capsule (a mug's, and its handle bar) x the table and what a task puts it on or in
+  (with a basket's walls: it lies there once knocked over), arm link capsules x table, reaching
+  links + palm x every object's hull and every fixture surface,
   palm + fingertip pads x a fixture's low base (the wine rack's four base boxes), reaching links +
   palm x a fixture's `blocks` (the microwave's door), and what a task puts in such a fixture (its
   hull, or the capsules the fingers pinch where MJX has no hull x box collision) x its `blocks` and
@@ -326,8 +326,9 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
         if related(n, fname):
           lies_on += list(fb.surface)
       for s in lies_on:
-        ET.SubElement(contact, "pair", geom1=b.side, geom2=s, condim="3",
-                      friction="1 1 0.005 0.0001 0.0001")
+        for g in (b.side,) + tuple(b.params.get("lying", ())):   # (a mug's handle bar too)
+          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
+                        friction="1 1 0.005 0.0001 0.0001")
     for g in b.support:
       ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3",
                     friction="1 1 0.005 0.0001 0.0001")
