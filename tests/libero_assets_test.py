@@ -270,13 +270,24 @@ def test_microwave_shell_and_door_stop_the_arm_and_the_mug(microwave_scene):
   assert swing(True) < -0.2
 
 
+def _capsule_extent(m, d, gids, axis: int, top: bool) -> float:
+  """The largest (top) or smallest world coordinate along axis over capsule geoms gids."""
+  ends = []
+  for g in gids:
+    a = abs(d.geom_xmat[g].reshape(3, 3)[axis, 2] * m.geom_size[g][1])    # centre to end
+    r = m.geom_size[g][0]
+    ends.append(d.geom_xpos[g][axis] + a + r if top else d.geom_xpos[g][axis] - a - r)
+  return float(max(ends) if top else min(ends))
+
+
 def test_a_mug_meets_the_microwave_shell_with_its_wall(microwave_scene):
   """The mug met the shell only with its feet: its wall (the staves and handle the fingers pinch)
   passed into the floor box, which stands 2 cm clear of the table, so the door swept a mug standing
   in front of the opening 12 cm into it, and a mug lying on its side sank into the floor. In C
   MuJoCo: sliding at the floor box's front face (no gravity: nothing else stops it), the mug stops
-  there (without the pairs it slid on through the floor box and the back wall); laid on its side on the floor inside, it stays on top of it. Every stave, handle capsule
-  and the door pairs with every shell box."""
+  there (without the pairs it slid on through the floor box and the back wall); laid on its side
+  on the floor inside, it stays on top of it. Every stave and handle capsule pairs with every shell
+  box and the door."""
   spec, built, _ = microwave_scene
   m = mujoco.MjModel.from_xml_string(built.xml)     # its own: the test turns gravity off
   # the microwave where LIBERO's first initial state stands it (on its feet, 2 cm up)
@@ -298,14 +309,7 @@ def test_a_mug_meets_the_microwave_shell_with_its_wall(microwave_scene):
   wid = [m.geom(g).id for g in wall]
 
   def wall_extent(axis: int, top: bool) -> float:
-    """The wall's largest (top) or smallest coordinate along axis over its capsules' ends."""
-    ends = []
-    for g in wid:
-      c, r = d.geom_xpos[g], m.geom_size[g][0]
-      a = d.geom_xmat[g].reshape(3, 3)[:, 2] * m.geom_size[g][1]     # centre to end
-      ends += [max(c[axis] + a[axis], c[axis] - a[axis]) + r if top else
-               min(c[axis] + a[axis], c[axis] - a[axis]) - r]
-    return float(max(ends) if top else min(ends))
+    return _capsule_extent(m, d, wid, axis, top)
 
   mujoco.mj_resetData(m, d)
   mujoco.mj_forward(m, d)
@@ -335,15 +339,6 @@ def test_a_mug_meets_the_microwave_shell_with_its_wall(microwave_scene):
   for _ in range(300):                                                    # 1.5 s
     mujoco.mj_step(m, d)
   assert wall_extent(2, False) > floor_top - 0.004, (wall_extent(2, False), floor_top)
-
-
-def _capsules_lowest(m, d, gids) -> float:
-  """The lowest point (world z) over capsule geoms gids."""
-  low = []
-  for g in gids:
-    a = d.geom_xmat[g].reshape(3, 3)[:, 2] * m.geom_size[g][1]
-    low.append(d.geom_xpos[g][2] - abs(a[2]) - m.geom_size[g][0])
-  return float(min(low))
 
 
 def test_a_knocked_over_mug_lies_on_the_table():
@@ -378,7 +373,8 @@ def test_a_knocked_over_mug_lies_on_the_table():
       for _ in range(400):                                                # 2 s
         mujoco.mj_step(m, d)
       assert abs(d.xmat[bid].reshape(3, 3)[2, 2]) < 0.5, (name, roll)     # it does lie
-      assert _capsules_lowest(m, d, caps) > -0.02, (name, roll, _capsules_lowest(m, d, caps))
+      low = _capsule_extent(m, d, caps, 2, False)
+      assert low > -0.02, (name, roll, low)
 
 
 # LIBERO's microwave (articulated_objects/microwave.xml, class micro_collision), its object frame:
