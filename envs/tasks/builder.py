@@ -259,32 +259,47 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   fixtures = place(spec.fixtures, fixtures_lib.build)
   for tag in ("tendon", "equality", "actuator"):
     root.append(robot.find(tag))
-  # Contact pairs.
+  # Contact pairs, each listed once: two rules may both want one (a mug's handle bar lies on the
+  # microwave's floor like its side capsule, and meets the shell as a pinched capsule), and a
+  # repeated <pair> is a second constraint on the same contact: twice the stiffness, twice the cost.
   contact = ET.SubElement(root, "contact")
+  listed: dict[frozenset, dict] = {}
+
+  def pair(g1: str, g2: str, **kw) -> None:
+    key = frozenset((g1, g2))
+    if key in listed:
+      if listed[key] != kw:
+        raise ValueError(f"contact pair ({g1}, {g2}) is asked for twice with different "
+                         f"parameters: {listed[key]} and {kw}")
+      return
+    listed[key] = kw
+    ET.SubElement(contact, "pair", geom1=g1, geom2=g2, **kw)
+
   pads = ("left_pad", "right_pad", "left_pad_upper", "right_pad_upper")
   # Rolling friction 0.03 on the pads: a pinched object otherwise rolls about the pads' contact
   # tangent (mostly about the tool axis) under its own weight, 0-20 degrees in 2 s; at 0.03 it
   # turns at most 1.8 (tests/grasp_contact_test.py; RESULTS.md, "A pinched object still turns").
   # The capsule pads touch at points, where a real pad's area resists the roll.
+  rest_kw = dict(condim="3", friction="1 1 0.005 0.0001 0.0001")   # an object against a table, object, fixture
   pad_kw = dict(condim="6", friction="1.5 1.5 0.01 0.03 0.03", solref="0.01 1",
                 solimp="0.95 0.99 0.001 0.5 2")
   for pad in pads[:2]:
-    ET.SubElement(contact, "pair", geom1=pad, geom2="table", condim="3")
+    pair(pad, "table", condim="3")
   for g in ARM_LINKS + ("hand_collision",):
-    ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3")
+    pair(g, "table", condim="3")
   for b in list(built.values()):
     for g in REACHING:
-      ET.SubElement(contact, "pair", geom1=g, geom2=b.hull, condim="3")
+      pair(g, b.hull, condim="3")
   for fb in fixtures.values():
     for sg in fb.surface:
       for g in REACHING:
-        ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
+        pair(g, sg, condim="3")
     for sg in fb.params.get("low", ()):   # a fixture's base near the table: the hand and the
       for g in ("hand_collision", "left_pad", "right_pad"):   # fingertips are all that reach it
-        ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
+        pair(g, sg, condim="3")
     for sg in fb.params.get("blocks", ()):   # a moving part the arm must not pass (a door)
       for g in REACHING:
-        ET.SubElement(contact, "pair", geom1=g, geom2=sg, condim="3")
+        pair(g, sg, condim="3")
   names = [o.name for o in spec.objects]
   groups = [set(g) for g in spec.groups]
 
@@ -306,13 +321,13 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
     b = built[n]
     for g in b.grasp:
       for pad in pads:
-        ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
+        pair(pad, g, **pad_kw)
     for g in b.surface:
       # fingertips only (enough to keep the hand out of surfaces); not the floor inside a bowl or
       # a mug, where the fingers reach in around the wall they pinch
       if g not in b.grasp and g not in b.params.get("inner_surfaces", ()):
         for pad in pads[:2]:
-          ET.SubElement(contact, "pair", geom1=pad, geom2=g, **pad_kw)
+          pair(pad, g, **pad_kw)
     if b.side:
       # a tall object knocked over lies on the table, or on (and inside the walls of) what a
       # task's init or goal puts it on or in: a can that tips over as it drops into the basket
@@ -327,22 +342,18 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
           lies_on += list(fb.surface)
       for s in lies_on:
         for g in (b.side,) + tuple(b.params.get("lying", ())):   # (a mug's handle bar too)
-          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
-                        friction="1 1 0.005 0.0001 0.0001")
+          pair(g, s, **rest_kw)
     for g in b.support:
-      ET.SubElement(contact, "pair", geom1=g, geom2="table", condim="3",
-                    friction="1 1 0.005 0.0001 0.0001")
+      pair(g, "table", **rest_kw)
       for m in names:
         if m != n and rests(n, m):
           for s in built[m].surface:
-            ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
-                          friction="1 1 0.005 0.0001 0.0001")
+            pair(g, s, **rest_kw)
       for fname, fb in fixtures.items():
         if not rests(n, fname):
           continue
         for s in fb.surface:
-          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
-                        friction="1 1 0.005 0.0001 0.0001")
+          pair(g, s, **rest_kw)
     # what a task puts in a fixture with a door (a box) meets the door and every box of the shell
     # (floor, roof, back, sides): through the hull where MJX collides it with a box, else through
     # the capsules the fingers pinch (a mug's hull is a cylinder). Feet and side capsule alone
@@ -356,15 +367,14 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
           [g for g in b.grasp if types.get(g) in _BOX_PARTNERS]
       for s in enclosed:
         for g in blockers:
-          ET.SubElement(contact, "pair", geom1=g, geom2=s, condim="3",
-                        friction="1 1 0.005 0.0001 0.0001")
+          pair(g, s, **rest_kw)
   for fb in fixtures.values():
     for g in fb.grasp:               # handles, doors, knobs: the fingers push and pull them
       for pad in pads:
-        ET.SubElement(contact, "pair", geom1=pad, geom2=g, condim="3")
+        pair(pad, g, condim="3")
     for s in fb.surface:             # fingertips stay out of cabinet tops, drawer floors, plates
       for pad in pads[:2]:
-        ET.SubElement(contact, "pair", geom1=pad, geom2=s, condim="3")
+        pair(pad, s, condim="3")
   ET.indent(root)
   return ET.tostring(root, encoding="unicode"), built, fixtures
 
