@@ -341,6 +341,43 @@ def test_a_mug_meets_the_microwave_shell_with_its_wall(microwave_scene):
   assert wall_extent(2, False) > floor_top - 0.004, (wall_extent(2, False), floor_top)
 
 
+@pytest.fixture(scope="module")
+def libero10_scene():
+  """libero_10's one-scene model (every object and fixture of its ten tasks)."""
+  return builder.build(libero_suite.union_spec(libero_data.tasks("libero_10")))
+
+
+def test_a_handled_object_s_hull_stands_on_its_body(libero10_scene):
+  """The arm meets a round object through its hull, a cylinder as wide as its body. LIBERO puts a
+  mug's or a frying pan's origin off the body's axis (1.4-1.7 cm for the mugs, 7.6 cm for the
+  pan), and the hull stood on the origin: the arm passed 1.7 cm into a mug's wall on one side
+  and met nothing 1.7 cm beyond it on the other, and met the pan 7.6 cm off its disc. Each wall
+  capsule of the three mugs lies inside its hull's cylinder, and the pan's disc stands on its
+  hull's axis (C MuJoCo, libero_10's scene)."""
+  built = libero10_scene
+  m = built.mj_model
+  d = mujoco.MjData(m)
+  mujoco.mj_forward(m, d)
+  kinds = {o.name: o.kind for o in built.spec.objects}
+  mugs = [n for n, k in kinds.items() if k == "mug"]
+  pans = [n for n, k in kinds.items() if k == "pan"]
+  assert len(mugs) == 3 and len(pans) == 1, kinds
+  for name in mugs + pans:
+    hull = m.geom(f"{name}_hull").id
+    axis, radius = d.geom_xpos[hull][:2], m.geom_size[hull][0]
+    if name in pans:
+      disc = m.geom(f"{name}_disc").id
+      assert np.linalg.norm(d.geom_xpos[disc][:2] - axis) < 1e-4, name
+      assert radius >= m.geom_size[disc][0] - 1e-6, name
+      continue
+    for g in built.objects[name].grasp:
+      if "stave" not in g:
+        continue
+      gid = m.geom(g).id
+      out = np.linalg.norm(d.geom_xpos[gid][:2] - axis) + m.geom_size[gid][0] - radius
+      assert out < 1e-4, (name, g, out)
+
+
 def _repeated_pairs(m) -> list[tuple[str, str]]:
   seen, out = set(), []
   for i in range(m.npair):
@@ -351,14 +388,14 @@ def _repeated_pairs(m) -> list[tuple[str, str]]:
   return out
 
 
-def test_no_contact_pair_is_listed_twice(microwave_scene):
+def test_no_contact_pair_is_listed_twice(microwave_scene, libero10_scene):
   """Two rules of the builder wanted the mug's handle bar against the microwave's shell (it lies
   on the floor like the side capsule; it is a pinched capsule, which meets the shell): each such
   pair was a second constraint on one contact, twice as stiff and twice the cost (12 in task 9's
   scene, 6 in libero_10's one-scene model). Neither holds a pair twice."""
   _, _, m = microwave_scene
   assert not _repeated_pairs(m), _repeated_pairs(m)
-  suite = builder.build(libero_suite.union_spec(libero_data.tasks("libero_10"))).mj_model
+  suite = libero10_scene.mj_model
   assert not _repeated_pairs(suite), _repeated_pairs(suite)
   # both rules still reach the bar: the floor box is among its partners, once
   bar, floor = m.geom("white_yellow_mug_1_handle_bar").id, m.geom("microwave_1_box4").id

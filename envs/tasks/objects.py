@@ -152,13 +152,17 @@ def _with_hull(o: ObjectSpec, b: BuiltObject) -> BuiltObject:
   the kind's frame. Only the arm's link capsules and palm collide with it (the builder's pairs): the
   arm pushes the object and cannot pass through it, while the finger pads keep their own pairs."""
   pr, name = b.params, f"{o.name}_hull"
+  # a handled kind's origin is LIBERO's, off its round body's axis (a mug's by 1.4-1.7 cm, the
+  # frying pan's by 7.6 cm): its hull (and a mug's side capsule) stands on that axis; the handle,
+  # pinched, has its own capsules
+  cx, cy = o.param("body_center_xy", (0.0, 0.0)) if "half" not in pr else (0.0, 0.0)
   if "half" in pr:
     hx, hy, hz = pr["half"]
     g = geom(name, "box", (hx, hy, hz), HULL_RGBA, pos=(0.0, 0.0, hz))
   else:
     r = pr["radius"]
     h = max(pr.get("height", 0.0), pr.get("top", 0.0), 0.004)
-    g = geom(name, "cylinder", (r, 0.5 * h), HULL_RGBA, pos=(0.0, 0.0, 0.5 * h))
+    g = geom(name, "cylinder", (r, 0.5 * h), HULL_RGBA, pos=(cx, cy, 0.5 * h))
   g = g.replace("<geom ", '<geom group="3" ', 1)
   extra, side = [g], ""
   # A tall object stands on its feet; knocked over, it lies on its side, which no foot reaches: an
@@ -168,14 +172,12 @@ def _with_hull(o: ObjectSpec, b: BuiltObject) -> BuiltObject:
     rc, top = min(pr["half"][0], pr["half"][1]), 2.0 * pr["half"][2]
   else:
     rc, top = pr["radius"], max(pr.get("height", 0.0), pr.get("top", 0.0))
-  cx, cy = 0.0, 0.0
   if o.kind == "mug":
     # A hollow kind has no solid axis, but a mug still lies on its side once knocked over: its
     # wall pairs with the fingers, not the table, and sank into it. Its capsule stays inside the
-    # body (about the body's centre, not the handle-side origin; as wide as the body, or as its
-    # height allows); lying, the mug rests on it and its handle bar (params["lying"]), the base's
-    # rim at most 1.6 cm low (tests/libero_assets_test.py).
-    cx, cy = o.param("body_center_xy", (0.0, 0.0))
+    # body (about the body's axis; as wide as the body, or as its height allows); lying, the mug
+    # rests on it and its handle bar (params["lying"]), the base's rim at most 1.6 cm low
+    # (tests/libero_assets_test.py).
     rc = min(rc, 0.5 * (top - SIDE_LIFT) - 0.001)
   elif o.kind in HOLLOW or top <= 2.0 * rc + SIDE_LIFT + 0.01:
     rc = 0.0
