@@ -280,7 +280,8 @@ def build_scene(spec: TaskSpec, physics: PhysicsConfig = PhysicsConfig()) -> tup
   # tangent (mostly about the tool axis) under its own weight, 0-20 degrees in 2 s; at 0.03 it
   # turns at most 1.8 (tests/grasp_contact_test.py; RESULTS.md, "A pinched object still turns").
   # The capsule pads touch at points, where a real pad's area resists the roll.
-  rest_kw = dict(condim="3", friction="1 1 0.005 0.0001 0.0001")   # an object against a table, object, fixture
+  # an object against the table, another object or a fixture
+  rest_kw = dict(condim="3", friction="1 1 0.005 0.0001 0.0001")
   pad_kw = dict(condim="6", friction="1.5 1.5 0.01 0.03 0.03", solref="0.01 1",
                 solimp="0.95 0.99 0.001 0.5 2")
   for pad in pads[:2]:
