@@ -27,23 +27,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from envs import registry  # noqa: E402
-from envs.tasks import experts, predicates  # noqa: E402
+from envs.robots import panda  # noqa: E402
+from envs.tasks import experts, libero_suite, predicates  # noqa: E402
 from envs.tasks.spec import Predicate  # noqa: E402
 
 MUG, MICROWAVE, REGION, FLOOR = "white_yellow_mug_1", "microwave_1", "microwave_1_heating_region", \
     "microwave_1_box4"
-
-
-def _quat_z(deg: float) -> np.ndarray:
-  a = np.radians(deg) / 2
-  return np.array([np.cos(a), 0.0, 0.0, np.sin(a)])
-
-
-def _qmul(a, b) -> np.ndarray:
-  w1, x1, y1, z1 = a
-  w2, x2, y2, z2 = b
-  return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                   w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
 
 
 def main() -> None:
@@ -70,13 +59,15 @@ def main() -> None:
   centre = np.asarray(d0.geom_xpos)[staves].mean(0)           # the body's axis, mid height
   origin, quat = np.asarray(d0.qpos[qa:qa + 3]), np.asarray(d0.qpos[qa + 3:qa + 7])
   table_z = float(origin[2])                                   # standing on the table
-  c, s = np.cos(np.radians(a.yaw)), np.sin(np.radians(a.yaw))
-  rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+  rot = np.asarray(panda.rot_z(np.radians(a.yaw)))
+  half = np.radians(a.yaw) / 2
+  turned = libero_suite._quat_mul(jnp.array([np.cos(half), 0.0, 0.0, np.sin(half)]),  # noqa: SLF001
+                                  jnp.asarray(quat))
   batch = []
   for y in ys:
     rel = rot @ (origin - centre)
     new = np.array([centre[0] + rel[0], y + rel[1], table_z + floor_top + 5e-4])
-    qpos = d0.qpos.at[qa:qa + 3].set(new).at[qa + 3:qa + 7].set(_qmul(_quat_z(a.yaw), quat))
+    qpos = d0.qpos.at[qa:qa + 3].set(new).at[qa + 3:qa + 7].set(turned)
     batch.append(s0.replace(pipeline_state=d0.replace(qpos=qpos, qvel=jnp.zeros_like(d0.qvel))))
   batch = jax.tree.map(lambda *x: jnp.stack(x), *batch)
   print(f"state {a.state}: floor top z {floor_top:.3f} (table 0), mug on the table at origin "
